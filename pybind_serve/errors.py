@@ -1,0 +1,177 @@
+"""The one exception hierarchy of pybind_serve.
+
+Every error the server can answer with carries its HTTP status and gRPC status code, so both fronts
+resolve a response from the class alone::
+
+    ServeError                          base of everything raised by pybind_serve
+    ├── ConfigurationError              an invalid Tensor / ModelConfig / Serve option (raised at build time)
+    ├── StartupError                    the server could not start
+    │   └── PortInUseError              a requested port is taken
+    └── InferenceError                  answered to a client             HTTP   gRPC
+        ├── InvalidInputError           malformed body, wrong name/dtype   400    INVALID_ARGUMENT
+        │   └── BatchTooLargeError      more rows than max_batch_size      400    INVALID_ARGUMENT
+        ├── PayloadTooLargeError        body over max_body_bytes           413    RESOURCE_EXHAUSTED
+        ├── ModelNotFoundError          unknown model or version           404    NOT_FOUND
+        ├── UnavailableError            not ready, stopping                503    UNAVAILABLE
+        │   ├── ModelNotReadyError      bound but no worker serving it     503    UNAVAILABLE
+        │   ├── QueueFullError          max_queue_size reached             503    UNAVAILABLE
+        │   └── InferenceTimeoutError   queue timeout expired (REJECT)     503    DEADLINE_EXCEEDED
+        ├── ModelExecutionError         the bound function raised          500    INTERNAL
+        │   ├── OutputValidationError   outputs not as declared            500    INTERNAL
+        │   ├── DecoratorUsageError     a decorator used the wrong way     500    INTERNAL
+        │   └── WorkerDiedError         the worker process died            500    INTERNAL
+        └── InternalServerError         a bug of ours                      500    INTERNAL
+
+Errors cross process boundaries as ``(type name, message)`` and are rebuilt with `from_wire`, never
+pickled.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BatchTooLargeError",
+    "ConfigurationError",
+    "DecoratorUsageError",
+    "InferenceError",
+    "InferenceTimeoutError",
+    "InternalServerError",
+    "InvalidInputError",
+    "ModelExecutionError",
+    "ModelNotFoundError",
+    "ModelNotReadyError",
+    "OutputValidationError",
+    "PayloadTooLargeError",
+    "PortInUseError",
+    "QueueFullError",
+    "ServeError",
+    "StartupError",
+    "UnavailableError",
+    "WorkerDiedError",
+    "from_wire",
+]
+
+
+class ServeError(Exception):
+    """Base class of every error raised by pybind_serve."""
+
+    http_status: int = 500
+    grpc_code: str = "INTERNAL"
+
+
+class ConfigurationError(ServeError, ValueError):
+    """An invalid spec or option; lists every problem found, one per line.
+
+    >>> ConfigurationError.collect("Tensor 'x'", ["dtype missing", "shape has 0"])
+    ConfigurationError("Tensor 'x' is invalid:\\n  - dtype missing\\n  - shape has 0")
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems or [])
+
+    @classmethod
+    def collect(cls, subject: str, problems: list[str]) -> ConfigurationError:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        return cls(f"{subject} is invalid:\n{lines}", problems)
+
+
+class StartupError(ServeError, RuntimeError):
+    """The server could not start; the message says what to change."""
+
+
+class PortInUseError(StartupError):
+    """A port the server was asked to listen on is already in use."""
+
+
+class InferenceError(ServeError):
+    """An error answered to a client: its class decides the status codes."""
+
+
+class InvalidInputError(InferenceError):
+    http_status = 400
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class BatchTooLargeError(InvalidInputError):
+    pass
+
+
+class PayloadTooLargeError(InferenceError):
+    http_status = 413
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class ModelNotFoundError(InferenceError):
+    http_status = 404
+    grpc_code = "NOT_FOUND"
+
+
+class UnavailableError(InferenceError):
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+
+
+class ModelNotReadyError(UnavailableError):
+    pass
+
+
+class QueueFullError(UnavailableError):
+    pass
+
+
+class InferenceTimeoutError(UnavailableError):
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
+class ModelExecutionError(InferenceError):
+    http_status = 500
+    grpc_code = "INTERNAL"
+
+
+class OutputValidationError(ModelExecutionError):
+    pass
+
+
+class DecoratorUsageError(ModelExecutionError):
+    pass
+
+
+class WorkerDiedError(ModelExecutionError):
+    pass
+
+
+class InternalServerError(InferenceError):
+    http_status = 500
+    grpc_code = "INTERNAL"
+
+
+_BY_NAME: dict[str, type[InferenceError]] = {
+    cls.__name__: cls
+    for cls in (
+        InferenceError,
+        InvalidInputError,
+        BatchTooLargeError,
+        PayloadTooLargeError,
+        ModelNotFoundError,
+        UnavailableError,
+        ModelNotReadyError,
+        QueueFullError,
+        InferenceTimeoutError,
+        ModelExecutionError,
+        OutputValidationError,
+        DecoratorUsageError,
+        WorkerDiedError,
+        InternalServerError,
+    )
+}
+
+
+def from_wire(type_name: str, message: str) -> InferenceError:
+    """Rebuild an error sent from another process as ``(type name, message)``.
+
+    An unknown name (a user's own exception class) becomes a `ModelExecutionError`.
+
+    >>> from_wire("QueueFullError", "queue of 'm' is full").http_status
+    503
+    """
+    return _BY_NAME.get(type_name, ModelExecutionError)(message)

@@ -1,0 +1,42 @@
+"""`Request`: what an undecorated bound function receives, one per client request."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Request"]
+
+
+class Request(Mapping[str, np.ndarray]):
+    """One client request: a read-only mapping of input name to array, plus its ``parameters``.
+
+    ``parameters`` holds the request's parameters (custom ones and ``priority`` / ``timeout``) and the
+    HTTP headers the server was told to forward. With batching, every array's first dim is this request's
+    own batch size.
+
+    >>> r = Request({"x": np.zeros((2, 3))}, parameters={"scale": 2})
+    >>> r["x"].shape, r.parameters["scale"], list(r)
+    ((2, 3), 2, ['x'])
+    """
+
+    __slots__ = ("_data", "parameters")
+
+    def __init__(self, data: Mapping[str, np.ndarray], parameters: Mapping[str, Any] | None = None) -> None:
+        self._data = dict(data)
+        self.parameters: dict[str, Any] = dict(parameters or {})
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._data[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        tensors = ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in self._data.items())
+        return f"Request({{{tensors}}}, parameters={self.parameters!r})"
