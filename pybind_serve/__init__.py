@@ -1,19 +1,57 @@
-"""pybind_serve: serve a Python function over the KServe v2 / Triton inference protocol, with dynamic batching."""
+"""pybind_serve: serve a Python function over the KServe v2 / Triton inference protocol, with dynamic batching.
+
+>>> import pybind_serve, sys
+>>> "torch" in sys.modules
+False
+"""
 
 from .config import DynamicBatcher, ModelConfig, QueuePolicy, TimeoutAction
-from .errors import ConfigurationError, ServeError
+from .decorators import (
+    ConstantPadder,
+    batch,
+    fill_optionals,
+    first_value,
+    group_by_keys,
+    group_by_values,
+    pad_batch,
+    sample,
+)
+from .errors import (
+    ConfigurationError,
+    InferenceError,
+    InvalidInputError,
+    ModelExecutionError,
+    PortInUseError,
+    ServeError,
+    StartupError,
+)
 from .request import Request
+from .serve import Serve
 from .tensor import Tensor
 
 __all__ = [
     "ConfigurationError",
+    "ConstantPadder",
     "DynamicBatcher",
+    "InferenceError",
+    "InvalidInputError",
     "ModelConfig",
+    "ModelExecutionError",
+    "PortInUseError",
     "QueuePolicy",
     "Request",
+    "Serve",
     "ServeError",
+    "StartupError",
     "Tensor",
     "TimeoutAction",
+    "batch",
+    "fill_optionals",
+    "first_value",
+    "group_by_keys",
+    "group_by_values",
+    "pad_batch",
+    "sample",
 ]
 
 __version__ = "0.1.0.dev0"

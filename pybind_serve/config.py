@@ -17,7 +17,7 @@ class TimeoutAction(str, enum.Enum):
     """What happens to a request whose queue timeout expires before it reaches the model."""
 
     REJECT = "REJECT"  #: answered at once with an `InferenceTimeoutError`
-    DELAY = "DELAY"  #: kept, but scheduled after every request that has not timed out
+    DELAY = "DELAY"  #: kept, but scheduled after the requests of its level (and higher) that have not timed out
 
 
 def _non_negative_int(problems: list[str], name: str, value: Any) -> None:

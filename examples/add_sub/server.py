@@ -1,0 +1,45 @@
+"""add_sub: two FP32 vectors in, their sum and difference out, dynamically batched up to 64 rows.
+
+Run ``python examples/add_sub/server.py`` (Triton's ports: HTTP 8000, metrics 8002), then
+``python examples/add_sub/client.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from pybind_serve import ModelConfig, Serve, Tensor, batch
+
+
+@batch
+def add_sub(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
+    return {"add": a + b, "sub": a - b}
+
+
+def bind(serve: Serve) -> None:
+    serve.bind(
+        "add_sub",
+        add_sub,
+        inputs=[Tensor("a", np.float32, (-1,)), Tensor("b", np.float32, (-1,))],
+        outputs=[Tensor("add", np.float32, (-1,)), Tensor("sub", np.float32, (-1,))],
+        config=ModelConfig(max_batch_size=64),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    args = parser.parse_args()
+    with Serve(host=args.host, http_port=args.http_port, metrics_port=args.metrics_port) as serve:
+        bind(serve)
+        serve.run()
+        print(f"serving add_sub at {serve.http_url} (metrics: {serve.metrics_url}); Ctrl-C stops", flush=True)
+        serve.serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Sends batches to workers and turns their answers into responses.
+
+Each registered worker gets one `_drive` task: take the next batch from its model's scheduler, write the
+batch's input tensors once into the front's arena, send a descriptor, await the answer, hand each request
+its outputs (still views into the worker's shared memory) to encode, then tell the worker to free them.
+One batch is in flight per worker, as one batch runs per model instance in Triton.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import InferenceError, InternalServerError, WorkerDiedError, from_wire
+from ..metrics import Metrics, ModelStats
+from ..protocol.messages import InferRequest
+from ..scheduler import Pending
+from ..transport.frames import block_of, read_group, write_group
+from ..transport.shm import Arena, SegmentMap
+from .models import ModelEntry
+
+__all__ = ["Dispatcher", "Job"]
+
+log = logging.getLogger("pybind_serve.front")
+
+Send = Callable[[bytes, dict[str, Any]], None]
+
+
+@dataclass(eq=False, slots=True)
+class Job:
+    """What a front queues for one request: the request, and how to encode its outputs into a response.
+
+    ``respond`` runs in the dispatcher while the outputs are still views into shared memory, so the
+    response is built straight from them (one copy) before the worker reuses the memory.
+    """
+
+    request: InferRequest
+    respond: Callable[[dict[str, np.ndarray]], Any]
+    arrived: float
+
+
+@dataclass(eq=False)
+class _Worker:
+    identity: bytes
+    entry: ModelEntry
+    segments: str
+    task: asyncio.Task[None] | None = None
+    inflight: int | None = None
+
+
+class Dispatcher:
+    """The workers known to the front and the batches in flight to them."""
+
+    def __init__(self, arena: Arena, send: Send, metrics: Metrics) -> None:
+        self._arena, self._send, self._metrics = arena, send, metrics
+        self._segments = SegmentMap()
+        self._workers: dict[bytes, _Worker] = {}
+        self._inflight: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+
+    def register(self, identity: bytes, entry: ModelEntry, segments: str) -> None:
+        """A worker said hello: start feeding it batches of its model."""
+        self.remove(identity, "replaced by a new worker of the same identity")
+        worker = _Worker(identity, entry, segments)
+        worker.task = asyncio.get_running_loop().create_task(self._drive(worker))
+        self._workers[identity] = worker
+        entry.add_worker(identity.decode())
+
+    def remove(self, identity: bytes, why: str) -> None:
+        """Forget a worker (it died, or its model was unloaded); its batch in flight fails."""
+        worker = self._workers.pop(identity, None)
+        if worker is None:
+            return
+        worker.entry.remove_worker(identity.decode())
+        if worker.inflight is not None:
+            future = self._inflight.get(worker.inflight)
+            if future is not None and not future.done():
+                future.set_exception(WorkerDiedError(f"{worker.entry.spec.label}: the worker {why}; the batch was lost"))
+        elif worker.task is not None:
+            worker.task.cancel()
+        self._segments.forget(worker.segments)
+
+    async def retire(self, entry: ModelEntry, timeout_s: float) -> None:
+        """Let the workers of an unloaded model finish their batch in flight, then forget them."""
+        workers = [w for w in self._workers.values() if w.entry is entry]
+        tasks = [w.task for w in workers if w.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
+        for worker in workers:
+            self.remove(worker.identity, "was unbound")
+
+    def answer(self, frame: dict[str, Any]) -> None:
+        """A worker's result or error frame arrived."""
+        future = self._inflight.get(frame["id"])
+        if future is not None and not future.done():
+            future.set_result(frame)
+
+    async def _drive(self, worker: _Worker) -> None:
+        scheduler = worker.entry.scheduler
+        while self._workers.get(worker.identity) is worker:
+            try:
+                batch = await scheduler.next_batch()
+            except InferenceError:
+                return  # the scheduler was closed: the model is gone
+            await self._run(worker, batch)
+
+    async def _run(self, worker: _Worker, batch: list[Pending]) -> None:
+        live = [p for p in batch if not p.future.done()]
+        if not live:
+            return
+        stats = self._metrics.model(worker.entry.spec.name, worker.entry.spec.version)
+        started = time.monotonic()
+        for pending in live:
+            stats.queue_us += int((started - pending.enqueued) * 1e6)
+        batch_id = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._inflight[batch_id] = future
+        worker.inflight = batch_id
+        inputs: dict[str, dict[str, Any]] = {}
+        try:
+            inputs = self._write_inputs(live)
+            stats.input_us += int((time.monotonic() - started) * 1e6) * len(live)
+            parameters = [p.payload.request.parameters for p in live]
+            self._send(worker.identity, {"op": "batch", "id": batch_id, "inputs": inputs, "parameters": parameters})
+            reply = await future
+        except InferenceError as exc:
+            _fail(live, exc)
+            return
+        except Exception as exc:  # e.g. /dev/shm full: fail this batch, keep serving
+            log.exception("sending a batch of %s failed", worker.entry.spec.label)
+            _fail(live, InternalServerError(f"{worker.entry.spec.label}: sending the batch failed: {exc!r}"))
+            return
+        finally:
+            del self._inflight[batch_id]
+            worker.inflight = None
+            for desc in inputs.values():
+                self._arena.free(block_of(desc))
+        stats.batch(sum(p.rows for p in live))
+        self._deliver(worker, live, reply, stats)
+
+    def _write_inputs(self, live: list[Pending]) -> dict[str, dict[str, Any]]:
+        first: InferRequest = live[0].payload.request
+        return {name: write_group(self._arena, [p.payload.request.inputs[name] for p in live]) for name in first.inputs}
+
+    def _deliver(self, worker: _Worker, live: list[Pending], reply: dict[str, Any], stats: ModelStats) -> None:
+        if reply["op"] == "error":
+            log.debug("%s", reply.get("traceback", ""))
+            _fail(live, from_wire(reply["type"], reply["message"]))
+            return
+        stats.infer_us += reply["compute_us"] * len(live)
+        started = time.monotonic()
+        descriptors = reply["outputs"]
+        try:
+            columns = {name: read_group(self._segments, desc) for name, desc in descriptors.items()}
+            for i, pending in enumerate(live):
+                if not pending.future.done():
+                    _respond(pending, {name: arrays[i] for name, arrays in columns.items()})
+        finally:
+            blocks = [list(desc["block"]) for desc in descriptors.values()]
+            if worker.identity in self._workers:
+                self._send(worker.identity, {"op": "free", "blocks": blocks})
+        stats.output_us += int((time.monotonic() - started) * 1e6) * len(live)
+
+    def close(self) -> None:
+        for identity in list(self._workers):
+            self.remove(identity, "was stopped with the server")
+        self._segments.close()
+
+
+def _respond(pending: Pending, outputs: dict[str, np.ndarray]) -> None:
+    try:
+        pending.future.set_result(pending.payload.respond(outputs))
+    except InferenceError as exc:
+        pending.future.set_exception(exc)
+    except Exception as exc:  # a bug of ours while encoding: answer 500, keep serving
+        log.exception("encoding the response failed")
+        pending.future.set_exception(InternalServerError(f"encoding the response failed: {exc!r}"))
+
+
+def _fail(live: list[Pending], error: InferenceError) -> None:
+    for pending in live:
+        if not pending.future.done():
+            pending.future.set_exception(error)

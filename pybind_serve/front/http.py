@@ -1,0 +1,215 @@
+"""The KServe v2 REST front (Starlette): health, metadata, config, repository index and infer.
+
+Every error answer is ``{"error": "..."}`` with the status of its `errors` class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..errors import (
+    InferenceError,
+    InternalServerError,
+    InvalidInputError,
+    ModelExecutionError,
+    PayloadTooLargeError,
+    UnavailableError,
+)
+from ..metrics import Metrics
+from ..protocol import documents, rest
+from .dispatcher import Job
+from .models import Models
+
+__all__ = ["HttpOptions", "create_app", "error_response"]
+
+JSON = "application/json"
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "parameters", "schedule_policy"]
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    max_body_bytes: int
+    server_version: str
+
+
+def error_response(exc: Exception) -> Response:
+    status = exc.http_status if isinstance(exc, InferenceError) else 500
+    return Response(rest.encode_error(str(exc)), status_code=status, media_type=JSON)
+
+
+def _json(document: Any) -> Response:
+    return Response(json.dumps(document).encode(), media_type=JSON)
+
+
+def _failure_reason(exc: InferenceError) -> str:
+    if isinstance(exc, UnavailableError):
+        return "REJECTED"
+    if isinstance(exc, ModelExecutionError):
+        return "BACKEND"
+    return "OTHER"
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise InvalidInputError(f"invalid Content-Length {length!r}")
+        if int(length) > limit:
+            raise PayloadTooLargeError(f"request body of {length} bytes exceeds the limit of {limit} bytes (max_body_bytes)")
+        return await request.body()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"request body exceeds the limit of {limit} bytes (max_body_bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _header_length(request: Request) -> int | None:
+    value = request.headers.get("inference-header-content-length")
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInputError(f"invalid Inference-Header-Content-Length {value!r}") from None
+
+
+class _ClientGone(Exception):
+    pass
+
+
+async def _outcome(request: Request, future: asyncio.Future[Any], cancel: Callable[[], None]) -> Any:
+    """The request's result; cancels its queued work if the client disconnects first."""
+    watcher = asyncio.ensure_future(request.receive())
+    watcher.add_done_callback(lambda w: cancel() if not w.cancelled() and w.result()["type"] == "http.disconnect" else None)
+    try:
+        return await future
+    except asyncio.CancelledError:
+        if future.cancelled() and not _task_cancelling():
+            raise _ClientGone from None
+        raise
+    finally:
+        watcher.cancel()
+
+
+def _task_cancelling() -> bool:
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    return cancelling is not None and cancelling() > 0
+
+
+def create_app(models: Models, metrics: Metrics, options: HttpOptions, is_stopping: Callable[[], bool]) -> Starlette:
+    """The Starlette application of the REST front."""
+
+    async def infer(request: Request) -> Response:
+        arrived = time.monotonic()
+        params = request.path_params
+        stats = None
+        try:
+            entry = models.ready(params["name"], params.get("version"))
+            stats = metrics.model(entry.spec.name, entry.spec.version)
+            body = await _read_body(request, options.max_body_bytes)
+            body = rest.decode_body(body, request.headers.get("content-encoding"), options.max_body_bytes)
+            parsed = rest.parse_infer_request(body, _header_length(request), entry.spec)
+            job = Job(parsed, partial(rest.encode_infer_response, entry.spec, parsed), arrived)
+            pending = entry.scheduler.submit(job, parsed.rows, parsed.shape_key(), parsed.priority, parsed.timeout_us)
+            content, header_length = await _outcome(request, pending.future, pending.cancel)
+        except InferenceError as exc:
+            if stats is not None:
+                stats.fail(_failure_reason(exc))
+            return error_response(exc)
+        except _ClientGone:
+            if stats is not None:
+                stats.fail("CANCELED")
+            return Response(status_code=499)
+        stats.success += 1
+        stats.request_us += int((time.monotonic() - arrived) * 1e6)
+        if header_length is None:
+            return Response(content, media_type=JSON)
+        return Response(
+            content,
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(header_length)},
+        )
+
+    async def live(_: Request) -> Response:
+        return Response(status_code=200)
+
+    async def ready(_: Request) -> Response:
+        ok = not is_stopping() and all(entry.is_ready for entry in models.entries())
+        return Response(status_code=200 if ok else 503)
+
+    async def server_metadata(_: Request) -> Response:
+        return _json(documents.server_metadata(options.server_version, EXTENSIONS))
+
+    async def model_metadata(request: Request) -> Response:
+        entry = models.find(request.path_params["name"], request.path_params.get("version"))
+        return _json(documents.model_metadata(entry.spec))
+
+    async def model_config(request: Request) -> Response:
+        entry = models.find(request.path_params["name"], request.path_params.get("version"))
+        return _json(documents.model_config(entry.spec))
+
+    async def model_ready(request: Request) -> Response:
+        entry = models.find(request.path_params["name"], request.path_params.get("version"))
+        return Response(status_code=200 if entry.is_ready and not is_stopping() else 503)
+
+    async def repository_index(request: Request) -> Response:
+        body = await request.body()
+        only_ready = bool(json.loads(body).get("ready")) if body.strip() else False
+        rows = [
+            (e.spec.name, e.spec.version, "READY" if e.is_ready else "UNAVAILABLE", "" if e.is_ready else "no worker")
+            for e in models.entries()
+            if e.is_ready or not only_ready
+        ]
+        return _json(documents.repository_index(rows))
+
+    model = "/v2/models/{name}"
+    versioned = "/v2/models/{name}/versions/{version}"
+    routes = [
+        Route("/v2/health/live", live),
+        Route("/v2/health/ready", ready),
+        Route("/v2", server_metadata),
+        Route("/v2/repository/index", repository_index, methods=["GET", "POST"]),
+    ]
+    for prefix in (model, versioned):
+        routes += [
+            Route(prefix, model_metadata),
+            Route(f"{prefix}/config", model_config),
+            Route(f"{prefix}/ready", model_ready),
+            Route(f"{prefix}/infer", infer, methods=["POST"]),
+        ]
+    return Starlette(routes=routes, exception_handlers=_exception_handlers())
+
+
+def _exception_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
+    async def http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return Response(rest.encode_error(exc.detail), status_code=exc.status_code, media_type=JSON)
+
+    async def known_error(_: Request, exc: Exception) -> Response:
+        return error_response(exc)
+
+    async def unexpected(_: Request, exc: Exception) -> Response:
+        return error_response(InternalServerError(f"internal server error: {exc!r}"))
+
+    return {
+        HTTPException: http_error,
+        InferenceError: known_error,
+        json.JSONDecodeError: lambda r, e: known_error(r, InvalidInputError(f"malformed JSON: {e}")),
+        Exception: unexpected,
+    }

@@ -1,0 +1,379 @@
+"""`Serve`: bind Python functions as models and serve them over the KServe v2 / Triton protocol."""
+
+from __future__ import annotations
+
+import enum
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import zmq
+
+from .config import ModelConfig
+from .errors import ConfigurationError, PortInUseError, StartupError
+from .protocol.messages import ModelSpec
+from .request import Request
+from .supervisor import Supervisor
+from .tensor import Tensor
+from .transport.channel import ControlClient, endpoint_path, new_endpoint
+from .transport.shm import new_owner, remove_segments_of, remove_stale_segments
+
+__all__ = ["Serve"]
+
+log = logging.getLogger("pybind_serve")
+
+ModelFunction = Callable[[list[Request]], Any]
+
+
+class State(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class _Binding:
+    spec: ModelSpec
+    fn: ModelFunction
+
+
+class Serve:
+    """Serve bound Python functions over HTTP (KServe v2 / Triton protocol), with dynamic batching.
+
+    Lifecycle words follow PyTriton: `run` starts the server and returns at once (notebooks, tests),
+    `serve` blocks until SIGINT/SIGTERM and then drains and stops, `stop` is idempotent. (uvicorn's ``run``
+    blocks: ours does not.) Binding after `run` loads the model live; `unbind` unloads it.
+
+    ``http_port`` / ``metrics_port`` default to Triton's 8000 / 8002; 0 picks a free port (see `http_url`).
+    ``host`` is 127.0.0.1: pass ``"0.0.0.0"`` to serve other machines (e.g. in a container).
+
+    >>> import numpy as np
+    >>> from pybind_serve import Serve, Tensor, batch
+    >>> @batch
+    ... def add_sub(a, b):
+    ...     return {"add": a + b, "sub": a - b}
+    >>> with Serve(http_port=0, metrics_port=0) as s:
+    ...     s.bind("add_sub", add_sub,
+    ...            inputs=[Tensor("a", np.float32, (-1,)), Tensor("b", np.float32, (-1,))],
+    ...            outputs=[Tensor("add", np.float32, (-1,)), Tensor("sub", np.float32, (-1,))])
+    ...     _ = s.run()
+    ...     s.is_ready()
+    True
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        http_port: int = 8000,
+        metrics_port: int | None = 8002,
+        max_body_bytes: int = 512 << 20,
+        drain_timeout_s: float = 30.0,
+        startup_timeout_s: float = 30.0,
+        log_level: str = "warning",
+    ) -> None:
+        problems = [f"{n} must be a port number (0 = any free port), got {p!r}" for n, p in (("http_port", http_port), ("metrics_port", metrics_port)) if p is not None and not (isinstance(p, int) and 0 <= p <= 65535)]
+        if not isinstance(max_body_bytes, int) or max_body_bytes < 1:
+            problems.append(f"max_body_bytes must be a positive int, got {max_body_bytes!r}")
+        if problems:
+            raise ConfigurationError.collect("Serve", problems)
+        self.host, self._ports = host, {"http": http_port, "metrics": metrics_port}
+        self.max_body_bytes, self.drain_timeout_s, self.startup_timeout_s = max_body_bytes, drain_timeout_s, startup_timeout_s
+        self.log_level = log_level
+        self._state = State.NEW
+        self._bindings: dict[tuple[str, int], _Binding] = {}
+        self._lock = threading.RLock()
+        self._front: subprocess.Popen[bytes] | None = None
+        self._context: zmq.Context[Any] | None = None
+        self._control: ControlClient | None = None
+        self._supervisor: Supervisor | None = None
+        self._lifeline: tuple[int, int] | None = None
+        self._owner = new_owner()
+        self._endpoint = new_endpoint(os.getpid())
+        self._stop_event = threading.Event()
+
+    # -- binding -------------------------------------------------------------------------------------------
+
+    def bind(
+        self,
+        name: str,
+        fn: ModelFunction,
+        inputs: Sequence[Tensor],
+        outputs: Sequence[Tensor],
+        config: ModelConfig | None = None,
+        version: int = 1,
+        strict: bool = False,
+    ) -> None:
+        """Serve ``fn`` as model ``name`` (version ``version``); re-binding a name replaces it.
+
+        ``fn`` takes a list of `Request` and returns one dict of outputs per request; decorate it with
+        ``@batch`` or ``@sample`` to write it over arrays instead. With ``strict`` every response is checked
+        against ``outputs`` (names, dtypes, shapes). After `run` the model is loaded live and ``bind``
+        returns once it is ready.
+        """
+        spec = _spec(name, fn, inputs, outputs, config or ModelConfig(), version, strict)
+        with self._lock:
+            if self._state is State.STOPPED:
+                raise StartupError("this Serve was stopped; create a new one")
+            self._bindings[(name, version)] = _Binding(spec, fn)
+            if self._state is State.RUNNING:
+                self._load(self._bindings[(name, version)])
+
+    def unbind(self, name: str, version: int | None = None) -> None:
+        """Stop serving a model (every version of it unless ``version`` is given)."""
+        with self._lock:
+            keys = [k for k in self._bindings if k[0] == name and version in (None, k[1])]
+            if not keys:
+                raise ConfigurationError(f"no model {name!r}{'' if version is None else f' v{version}'} is bound")
+            for key in keys:
+                del self._bindings[key]
+                if self._state is State.RUNNING:
+                    self._unload(*key)
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def run(self) -> Serve:
+        """Start serving and return at once, with every bound model ready. Raises `StartupError`."""
+        with self._lock:
+            if self._state is State.RUNNING:
+                return self
+            if self._state is State.STOPPED:
+                raise StartupError("this Serve was stopped; create a new one")
+            try:
+                self._start()
+            except BaseException:
+                self._teardown()
+                self._state = State.STOPPED
+                raise
+            self._state = State.RUNNING
+        return self
+
+    def serve(self) -> None:
+        """Start (if needed) and block until SIGINT/SIGTERM or `stop`, then drain requests in flight and stop."""
+        self.run()
+        restore = self._catch_signals()
+        try:
+            self._stop_event.wait()
+        finally:
+            restore()
+            self.stop()
+
+    def stop(self) -> None:
+        """Drain requests in flight, stop every process, release every shared-memory segment; idempotent."""
+        with self._lock:
+            if self._state is State.STOPPED:
+                return
+            self._state = State.STOPPED
+            self._teardown()
+        self._stop_event.set()
+
+    def is_ready(self) -> bool:
+        """Whether the server is up and every bound model has a worker."""
+        if self._state is not State.RUNNING or self._control is None or not self._front_alive():
+            return False
+        try:
+            reply = self._control.call("status", 5.0, alive=self._front_alive)
+        except StartupError:
+            return False
+        return bool(reply.get("ready"))
+
+    @property
+    def http_port(self) -> int:
+        return self._port("http")
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self._ports["metrics"] and self._port("metrics")
+
+    @property
+    def http_url(self) -> str:
+        """``http://host:port`` of the KServe v2 REST endpoint (the bound port, also when 0 was asked)."""
+        return f"http://{_url_host(self.host)}:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        """``http://host:port/metrics``, or None when metrics are off."""
+        port = self.metrics_port
+        return None if port is None else f"http://{_url_host(self.host)}:{port}/metrics"
+
+    def __enter__(self) -> Serve:
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = f" at {self.http_url}" if self._state is State.RUNNING else ""
+        return f"<Serve {self._state.value}{where}, models {sorted(n for n, _ in self._bindings)}>"
+
+    # -- internals -----------------------------------------------------------------------------------------
+
+    def _port(self, kind: str) -> int:
+        port = self._ports[kind]
+        if self._state is not State.RUNNING and port == 0:
+            raise StartupError(f"the {kind} port is chosen when the server starts: call run() first")
+        return int(port or 0)
+
+    def _start(self) -> None:
+        for name in remove_stale_segments():
+            log.info("removed shared memory %s of a server that died", name)
+        sockets = {kind: _listen(self.host, port, kind) for kind, port in self._ports.items() if port is not None}
+        self._ports.update({kind: sock.getsockname()[1] for kind, sock in sockets.items()})
+        self._lifeline = os.pipe()
+        try:
+            self._front = self._spawn_front(sockets)
+        finally:
+            for sock in sockets.values():
+                sock.close()  # the front has its own copies; ours must not keep the ports open
+        self._context = zmq.Context()
+        self._control = ControlClient(self._context, self._endpoint)
+        self._control.call("ping", self.startup_timeout_s, alive=self._front_alive)
+        self._supervisor = Supervisor.create(self._endpoint, self._owner, self._lifeline, self._context, self._worker_gone)
+        for binding in self._bindings.values():
+            self._load(binding)
+
+    def _spawn_front(self, sockets: dict[str, socket.socket]) -> subprocess.Popen[bytes]:
+        assert self._lifeline is not None
+        options = {
+            "owner": self._owner,
+            "endpoint": self._endpoint,
+            "http_fd": sockets["http"].fileno(),
+            "metrics_fd": sockets["metrics"].fileno() if "metrics" in sockets else None,
+            "lifeline_fd": self._lifeline[0],
+            "max_body_bytes": self.max_body_bytes,
+            "drain_timeout_s": self.drain_timeout_s,
+            "log_level": self.log_level,
+        }
+        fds = [s.fileno() for s in sockets.values()] + [self._lifeline[0]]
+        command = [sys.executable, "-m", "pybind_serve.front.process", json.dumps(options)]
+        return subprocess.Popen(command, pass_fds=fds, stdin=subprocess.DEVNULL)
+
+    def _front_alive(self) -> bool:
+        return self._front is not None and self._front.poll() is None
+
+    def _call(self, op: str, timeout_s: float, **fields: Any) -> dict[str, Any]:
+        assert self._control is not None
+        reply = self._control.call(op, timeout_s, alive=self._front_alive, **fields)
+        if not reply.get("ok"):
+            raise StartupError(f"the front refused {op!r}: {reply.get('error')}")
+        return reply
+
+    def _load(self, binding: _Binding) -> None:
+        assert self._supervisor is not None
+        spec = binding.spec
+        old = self._supervisor.group(spec.name, spec.version)
+        self._call("load", self.startup_timeout_s, spec=spec.to_wire())
+        if old is not None:
+            self._supervisor.stop_group(spec.name, spec.version)
+        self._supervisor.start(spec, binding.fn)
+        try:
+            self._call("wait_ready", self.startup_timeout_s + 1, name=spec.name, version=spec.version, wait_s=self.startup_timeout_s)
+        except StartupError as exc:
+            raise StartupError(f"{spec.label} did not become ready: {exc}") from None
+
+    def _unload(self, name: str, version: int) -> None:
+        assert self._supervisor is not None
+        self._call("unload", self.drain_timeout_s + 5, name=name, version=version)
+        self._supervisor.stop_group(name, version)
+
+    def _worker_gone(self, identity: str, why: str) -> None:
+        if self._control is not None and self._front_alive():
+            try:
+                self._control.call("worker_gone", 5.0, alive=self._front_alive, identity=identity, why=why)
+            except StartupError:
+                log.warning("could not tell the front that worker %s is gone", identity)
+
+    def _teardown(self) -> None:
+        if self._front is not None:
+            _terminate(self._front, self.drain_timeout_s + 5)
+        if self._supervisor is not None:
+            self._supervisor.close()
+        if self._control is not None:
+            self._control.close()
+        if self._context is not None:
+            self._context.term()
+        if self._lifeline is not None:
+            for fd in self._lifeline:
+                os.close(fd)
+        self._front = self._control = self._context = self._supervisor = self._lifeline = None
+        remove_segments_of(self._owner)
+        try:
+            os.unlink(endpoint_path(self._endpoint))
+        except FileNotFoundError:
+            pass
+
+    def _catch_signals(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        handlers = {sig: signal.signal(sig, lambda *_: self._stop_event.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return lambda: [signal.signal(sig, old) for sig, old in handlers.items()] and None
+
+
+def _spec(
+    name: str, fn: Any, inputs: Sequence[Tensor], outputs: Sequence[Tensor], config: ModelConfig, version: int, strict: bool
+) -> ModelSpec:
+    problems = []
+    if not isinstance(name, str) or not name or "/" in name:
+        problems.append(f"name must be a non-empty string without '/', got {name!r}")
+    if not callable(fn):
+        problems.append(f"fn must be callable, got {type(fn).__name__}")
+    for kind, tensors in (("inputs", inputs), ("outputs", outputs)):
+        if not tensors or not all(isinstance(t, Tensor) for t in tensors):
+            problems.append(f"{kind} must be a non-empty list of Tensor")
+        elif len({t.name for t in tensors}) != len(tensors):
+            problems.append(f"{kind} have duplicate names: {[t.name for t in tensors]}")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        problems.append(f"version must be an int >= 1, got {version!r}")
+    if not isinstance(config, ModelConfig):
+        problems.append(f"config must be a ModelConfig, got {type(config).__name__}")
+    elif config.decoupled:
+        problems.append("decoupled (streaming) models are not supported yet")
+    if problems:
+        raise ConfigurationError.collect(f"bind({name!r})", problems)
+    return ModelSpec(name, version, tuple(inputs), tuple(outputs), config, strict)
+
+
+def _listen(host: str, port: int, kind: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(
+                f"{kind} port {port} on {host} is already in use: stop the other server, "
+                f"or pass {kind}_port=0 to pick a free port"
+            ) from None
+        raise StartupError(f"cannot listen on {host}:{port} for {kind}: {exc}") from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _terminate(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            log.error("the front process did not stop within %g s; killing it", timeout_s)
+            process.kill()
+            process.wait()

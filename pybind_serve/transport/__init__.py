@@ -1,0 +1,1 @@
+"""Moving requests between processes: shared-memory arenas, descriptor frames, ZeroMQ channels."""

@@ -1,0 +1,96 @@
+"""ZeroMQ channels: the front binds one ROUTER; workers and the owning `Serve` connect DEALERs to it.
+
+Only small JSON frames (`frames`) travel here. The control client is synchronous (the owner calls it from
+``bind`` / ``stop``); each call carries an id so a late reply to a call that timed out is never taken for
+the answer to the next one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from ..errors import StartupError
+from .frames import decode, encode
+
+__all__ = ["ControlClient", "WorkerChannel", "new_endpoint"]
+
+
+def new_endpoint(owner_pid: int) -> str:
+    """A fresh ipc endpoint for one server's ROUTER (a socket file in the temp dir)."""
+    return f"ipc://{tempfile.gettempdir()}/pybind_serve_{owner_pid}_{uuid.uuid4().hex[:12]}.sock"
+
+
+def endpoint_path(endpoint: str) -> str:
+    return endpoint.removeprefix("ipc://")
+
+
+class WorkerChannel:
+    """A worker's DEALER: blocking send/receive of frames, woken early when ``stop_fd`` becomes readable."""
+
+    def __init__(self, context: zmq.Context[Any], endpoint: str, identity: str, stop_fd: int) -> None:
+        self.socket = context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.IDENTITY, identity.encode())
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.connect(endpoint)
+        self._poller = zmq.Poller()
+        self._poller.register(self.socket, zmq.POLLIN)
+        self._poller.register(stop_fd, zmq.POLLIN)
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self.socket.send(encode(frame), copy=False)
+
+    def receive(self) -> dict[str, Any] | None:
+        """The next frame, or None once ``stop_fd`` is readable (stop asked, or the owner died)."""
+        while True:
+            events = dict(self._poller.poll())
+            if self.socket in events:
+                return decode(self.socket.recv())
+            if events:
+                return None
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+
+
+class ControlClient:
+    """The owner's line to the front: ``call(op, ...)`` waits for the front's answer."""
+
+    def __init__(self, context: zmq.Context[Any], endpoint: str) -> None:
+        self._socket = context.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.IDENTITY, f"control-{os.getpid()}".encode())
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.connect(endpoint)
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def call(self, op: str, timeout_s: float, alive: Callable[[], bool] = lambda: True, **fields: Any) -> dict[str, Any]:
+        """Send ``{"op": op, **fields}`` and return the reply.
+
+        Raises `StartupError` when none comes within ``timeout_s`` or ``alive()`` turns false (the front died).
+        """
+        with self._lock:
+            call_id = next(self._ids)
+            self._socket.send(encode({"op": op, "call": call_id, **fields}))
+            deadline = time.monotonic() + timeout_s
+            while (left := deadline - time.monotonic()) > 0:
+                # Short slices only so that a front that died is noticed at once, not at the deadline.
+                if not self._socket.poll(min(int(left * 1000) + 1, 50)):
+                    if not alive():
+                        raise StartupError(f"the front process exited while handling {op!r}; see its log above")
+                    continue
+                reply = decode(self._socket.recv())
+                if reply.get("call") == call_id:
+                    return reply
+        raise StartupError(f"the front process did not answer {op!r} within {timeout_s:g} s")
+
+    def close(self) -> None:
+        self._socket.close(linger=0)

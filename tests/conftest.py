@@ -1,0 +1,51 @@
+"""Shared fixtures: every test fails if it leaks /dev/shm segments or child processes."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+
+SHM = "/dev/shm"
+
+
+def ours_in_shm() -> set[str]:
+    return {name for name in os.listdir(SHM) if name.startswith("pybind_serve_")}
+
+
+def child_pids() -> set[int]:
+    """Live (non-zombie) children of this process, read from /proc."""
+    me, children = os.getpid(), set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me and fields[0] != "Z":
+            children.add(int(entry))
+    return children
+
+
+def wait_until(condition, timeout_s: float = 10.0, interval_s: float = 0.02) -> bool:  # type: ignore[no-untyped-def]
+    """Poll ``condition`` until true or timed out (for states that no event announces, e.g. process exit)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval_s)
+    return bool(condition())
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    shm_before, children_before = ours_in_shm(), child_pids()
+    yield
+    # Processes a test stopped may take a moment to be reaped; anything still here after that is a leak.
+    assert wait_until(lambda: not (child_pids() - children_before), 15), f"leaked child processes: {child_pids() - children_before}"
+    leaked = ours_in_shm() - shm_before
+    assert not leaked, f"leaked shared memory segments: {sorted(leaked)}"
