@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -97,7 +97,8 @@ class DynamicBatcher:
         problems: list[str] = []
         _non_negative_int(problems, "max_queue_delay_us", self.max_queue_delay_us)
         sizes = self.preferred_batch_sizes
-        if isinstance(sizes, int) or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
+        sizes = tuple(sizes) if isinstance(sizes, Iterable) and not isinstance(sizes, (str, bytes)) else sizes
+        if not isinstance(sizes, tuple) or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
             problems.append(f"preferred_batch_sizes must be positive ints, got {sizes!r}")
         else:
             object.__setattr__(self, "preferred_batch_sizes", tuple(sorted(set(sizes))))
@@ -112,17 +113,20 @@ class DynamicBatcher:
             raise ConfigurationError.collect("DynamicBatcher", problems)
         object.__setattr__(self, "priority_queue_policies", MappingProxyType(dict(self.priority_queue_policies)))
 
+
     def _check_priorities(self) -> list[str]:
         levels, default = self.priority_levels, self.default_priority_level
         if not isinstance(levels, int) or not isinstance(default, int):
             return []
         problems = []
+        if not isinstance(self.priority_queue_policies, Mapping):
+            return [f"priority_queue_policies must map priority levels to QueuePolicy, got {self.priority_queue_policies!r}"]
         if levels and default == 0:
             object.__setattr__(self, "default_priority_level", levels)
         elif default > levels:
             problems.append(f"default_priority_level must be in 1..{levels} (priority_levels), got {default}")
         for level, policy in dict(self.priority_queue_policies).items():
-            if not isinstance(level, int) or not 1 <= level <= levels:
+            if not isinstance(level, int) or isinstance(level, bool) or not 1 <= level <= levels:
                 problems.append(f"priority_queue_policies key {level!r} must be a level in 1..{levels}")
             if not isinstance(policy, QueuePolicy):
                 problems.append(f"priority_queue_policies[{level!r}] must be a QueuePolicy, got {policy!r}")

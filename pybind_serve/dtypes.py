@@ -59,6 +59,8 @@ def normalize_dtype(dtype: Any) -> np.dtype[Any]:
     >>> normalize_dtype(bytes), normalize_dtype("float32")
     (dtype('O'), dtype('float32'))
     """
+    if dtype is None:  # np.dtype(None) is float64: never what someone who forgot the dtype meant
+        raise ConfigurationError("dtype is required (e.g. np.float32, or bytes for BYTES)")
     try:
         dt = np.dtype(dtype)
     except TypeError as exc:
@@ -121,7 +123,9 @@ def deserialize_bytes(buffer: bytes | memoryview, shape: tuple[int, ...]) -> np.
     Raises `InvalidInputError` when the framing is cut short or the count does not match the shape.
     """
     view = memoryview(buffer)
-    count = int(np.prod(shape)) if shape else 1
+    count = int(np.prod(shape, dtype=object)) if shape else 1
+    if count * 4 > len(view):  # each element takes at least its 4-byte length: check before allocating
+        raise InvalidInputError(f"BYTES data holds fewer than the {count} elements of shape {list(shape)}")
     out = np.empty(count, dtype=object)
     offset, end = 0, len(view)
     for i in range(count):
@@ -134,5 +138,7 @@ def deserialize_bytes(buffer: bytes | memoryview, shape: tuple[int, ...]) -> np.
         out[i] = bytes(view[offset : offset + length])
         offset += length
     if offset != end:
-        raise InvalidInputError(f"BYTES data has {end - offset} bytes left after the {count} elements of shape {list(shape)}")
+        raise InvalidInputError(
+            f"BYTES data has {end - offset} bytes left after the {count} elements of shape {list(shape)}"
+        )
     return out.reshape(shape)

@@ -33,7 +33,10 @@ _COUNTERS = {
     "queue_us": ("nv_inference_queue_duration_us", "Cumulative inference queuing duration in microseconds"),
     "input_us": ("nv_inference_compute_input_duration_us", "Cumulative compute input duration in microseconds"),
     "infer_us": ("nv_inference_compute_infer_duration_us", "Cumulative compute inference duration in microseconds"),
-    "output_us": ("nv_inference_compute_output_duration_us", "Cumulative inference compute output duration in microseconds"),
+    "output_us": (
+        "nv_inference_compute_output_duration_us",
+        "Cumulative inference compute output duration in microseconds",
+    ),
 }
 
 
@@ -121,7 +124,7 @@ def _render_counters(items: list[tuple[tuple[str, int], ModelStats]]) -> bytes:
     lines += [f"# HELP {metric} Number of failed inference requests, all batch sizes", f"# TYPE {metric} counter"]
     for (name, version), stats in items:
         for reason, count in sorted(stats.failures.items()):
-            lines.append(f'{metric}{{model="{_escape(name)}",reason="{reason}",version="{version}"}} {count}')
+            lines.append(f'{metric}{{model="{_escape(name)}",reason="{_escape(reason)}",version="{version}"}} {count}')
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -130,10 +133,12 @@ def _escape(value: str) -> str:
 
 
 def _batch_histogram(items: list[tuple[tuple[str, int], ModelStats]]) -> Metric:
-    histogram = HistogramMetricFamily("pybind_serve_batch_size", "Rows per model execution", labels=["model", "version"])
+    histogram = HistogramMetricFamily(
+        "pybind_serve_batch_size", "Rows per model execution", labels=["model", "version"]
+    )
     for (name, version), stats in items:
         cumulative, buckets = 0, []
-        for bound, count in zip((*BATCH_BUCKETS, float("inf")), stats.batch_sizes):
+        for bound, count in zip((*BATCH_BUCKETS, float("inf")), stats.batch_sizes, strict=True):
             cumulative += count
             buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
         histogram.add_metric([name, str(version)], buckets, sum_value=stats.batch_rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import json
@@ -82,13 +83,21 @@ class Serve:
         startup_timeout_s: float = 30.0,
         log_level: str = "warning",
     ) -> None:
-        problems = [f"{n} must be a port number (0 = any free port), got {p!r}" for n, p in (("http_port", http_port), ("metrics_port", metrics_port)) if p is not None and not (isinstance(p, int) and 0 <= p <= 65535)]
+        problems = [
+            f"{n} must be a port number (0 = any free port), got {p!r}"
+            for n, p in (("http_port", http_port), ("metrics_port", metrics_port))
+            if p is not None and not (isinstance(p, int) and 0 <= p <= 65535)
+        ]
         if not isinstance(max_body_bytes, int) or max_body_bytes < 1:
             problems.append(f"max_body_bytes must be a positive int, got {max_body_bytes!r}")
         if problems:
             raise ConfigurationError.collect("Serve", problems)
         self.host, self._ports = host, {"http": http_port, "metrics": metrics_port}
-        self.max_body_bytes, self.drain_timeout_s, self.startup_timeout_s = max_body_bytes, drain_timeout_s, startup_timeout_s
+        self.max_body_bytes, self.drain_timeout_s, self.startup_timeout_s = (
+            max_body_bytes,
+            drain_timeout_s,
+            startup_timeout_s,
+        )
         self.log_level = log_level
         self._state = State.NEW
         self._bindings: dict[tuple[str, int], _Binding] = {}
@@ -227,7 +236,7 @@ class Serve:
     def _start(self) -> None:
         for name in remove_stale_segments():
             log.info("removed shared memory %s of a server that died", name)
-        sockets = {kind: _listen(self.host, port, kind) for kind, port in self._ports.items() if port is not None}
+        sockets = _listen_all(self.host, self._ports)
         self._ports.update({kind: sock.getsockname()[1] for kind, sock in sockets.items()})
         self._lifeline = os.pipe()
         try:
@@ -238,9 +247,12 @@ class Serve:
         self._context = zmq.Context()
         self._control = ControlClient(self._context, self._endpoint)
         self._control.call("ping", self.startup_timeout_s, alive=self._front_alive)
-        self._supervisor = Supervisor.create(self._endpoint, self._owner, self._lifeline, self._context, self._worker_gone)
+        self._supervisor = Supervisor.create(
+            self._endpoint, self._owner, self._lifeline, self._context, self._worker_gone
+        )
         for binding in self._bindings.values():
             self._load(binding)
+        self._call("open", self.startup_timeout_s)  # from now on /v2/health/ready may say 200
 
     def _spawn_front(self, sockets: dict[str, socket.socket]) -> subprocess.Popen[bytes]:
         assert self._lifeline is not None
@@ -277,7 +289,13 @@ class Serve:
             self._supervisor.stop_group(spec.name, spec.version)
         self._supervisor.start(spec, binding.fn)
         try:
-            self._call("wait_ready", self.startup_timeout_s + 1, name=spec.name, version=spec.version, wait_s=self.startup_timeout_s)
+            self._call(
+                "wait_ready",
+                self.startup_timeout_s + 1,
+                name=spec.name,
+                version=spec.version,
+                wait_s=self.startup_timeout_s,
+            )
         except StartupError as exc:
             raise StartupError(f"{spec.label} did not become ready: {exc}") from None
 
@@ -307,20 +325,31 @@ class Serve:
                 os.close(fd)
         self._front = self._control = self._context = self._supervisor = self._lifeline = None
         remove_segments_of(self._owner)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(endpoint_path(self._endpoint))
-        except FileNotFoundError:
-            pass
 
     def _catch_signals(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
-        handlers = {sig: signal.signal(sig, lambda *_: self._stop_event.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-        return lambda: [signal.signal(sig, old) for sig, old in handlers.items()] and None
+        handlers = {
+            sig: signal.signal(sig, lambda *_: self._stop_event.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+
+        def restore() -> None:
+            for sig, old in handlers.items():
+                signal.signal(sig, old)
+
+        return restore
 
 
 def _spec(
-    name: str, fn: Any, inputs: Sequence[Tensor], outputs: Sequence[Tensor], config: ModelConfig, version: int, strict: bool
+    name: str,
+    fn: Any,
+    inputs: Sequence[Tensor],
+    outputs: Sequence[Tensor],
+    config: ModelConfig,
+    version: int,
+    strict: bool,
 ) -> ModelSpec:
     problems = []
     if not isinstance(name, str) or not name or "/" in name:
@@ -341,6 +370,20 @@ def _spec(
     if problems:
         raise ConfigurationError.collect(f"bind({name!r})", problems)
     return ModelSpec(name, version, tuple(inputs), tuple(outputs), config, strict)
+
+
+def _listen_all(host: str, ports: dict[str, int | None]) -> dict[str, socket.socket]:
+    """A listening socket per port asked for; if one cannot be had, those already bound are closed."""
+    sockets: dict[str, socket.socket] = {}
+    try:
+        for kind, port in ports.items():
+            if port is not None:
+                sockets[kind] = _listen(host, port, kind)
+    except BaseException:
+        for sock in sockets.values():
+            sock.close()
+        raise
+    return sockets
 
 
 def _listen(host: str, port: int, kind: str) -> socket.socket:

@@ -45,7 +45,9 @@ class _Site:
     lifeline_write_fd: int
 
 
-def _run_worker(site: _Site, spec: ModelSpec, fn: ModelFunction, identity: str, tag: str, stop_fd: int, context: Any) -> None:
+def _run_worker(
+    site: _Site, spec: ModelSpec, fn: ModelFunction, identity: str, tag: str, stop_fd: int, context: Any
+) -> None:
     channel = WorkerChannel(context, site.endpoint, identity, stop_fd)
     Worker(spec, fn, channel, Arena(site.owner, tag)).serve(segment_prefix(site.owner, tag))
 
@@ -106,7 +108,9 @@ class Supervisor:
         self._monitor.start()
 
     @classmethod
-    def create(cls, endpoint: str, owner: str, lifeline: tuple[int, int], context: zmq.Context[Any], notify: Notify) -> Supervisor:
+    def create(
+        cls, endpoint: str, owner: str, lifeline: tuple[int, int], context: zmq.Context[Any], notify: Notify
+    ) -> Supervisor:
         return cls(_Site(endpoint, owner, lifeline[0], lifeline[1]), context, notify)
 
     def start(self, spec: ModelSpec, fn: ModelFunction) -> WorkerGroup:
@@ -138,7 +142,9 @@ class Supervisor:
     def _start_process(self, spec: ModelSpec, fn: ModelFunction) -> _Process:
         identity, tag = self._identity(spec)
         context = multiprocessing.get_context("fork")
-        process = context.Process(target=_process_main, args=(self._site, spec, fn, identity, tag), name=identity, daemon=True)
+        process = context.Process(
+            target=_process_main, args=(self._site, spec, fn, identity, tag), name=identity, daemon=True
+        )
         with warnings.catch_warnings():
             # Python 3.12+ warns about fork in a threaded process; the child only starts fresh sockets of its own.
             warnings.simplefilter("ignore", DeprecationWarning)

@@ -49,11 +49,13 @@ class Tensor:
 
     def _normalize_shape(self) -> list[str]:
         shape = self.shape
-        if isinstance(shape, (int, np.integer)):
+        if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
             shape = (int(shape),)
         if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
             return [f"shape must be a sequence of ints, got {self.shape!r}"]
-        bad = [d for d in shape if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or not (d == -1 or d > 0)]
+        bad = [
+            d for d in shape if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or not (d == -1 or d > 0)
+        ]
         if bad:
             return [f"shape dims must be positive ints or -1 (any size), got {list(shape)}"]
         object.__setattr__(self, "shape", tuple(int(d) for d in shape))
@@ -75,4 +77,4 @@ class Tensor:
         >>> Tensor("x", np.float32, (-1, 3)).accepts((5, 3)), Tensor("x", np.float32, (3,)).accepts((4,))
         (True, False)
         """
-        return len(shape) == len(self.shape) and all(s == d or s == -1 for d, s in zip(shape, self.shape))
+        return len(shape) == len(self.shape) and all(s == d or s == -1 for d, s in zip(shape, self.shape, strict=True))

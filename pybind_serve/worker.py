@@ -14,7 +14,7 @@ import inspect
 import logging
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -99,20 +99,26 @@ class Worker:
             )
         for response in responses:
             if not isinstance(response, Mapping):
-                raise OutputValidationError(f"{label}: each response must be a dict of outputs, got {type(response).__name__}")
+                raise OutputValidationError(
+                    f"{label}: each response must be a dict of outputs, got {type(response).__name__}"
+                )
         if self.spec.strict:
             self._check_names(responses)
         return {
-            tensor.name: [self._output(tensor, response, request) for response, request in zip(responses, requests)]
+            tensor.name: [
+                self._output(tensor, response, request) for response, request in zip(responses, requests, strict=True)
+            ]
             for tensor in self.spec.outputs
         }
 
-    def _check_names(self, responses: list[Mapping[str, Any]]) -> None:
+    def _check_names(self, responses: Sequence[Mapping[str, Any]]) -> None:
         declared = {t.name for t in self.spec.outputs}
         for response in responses:
             extra = sorted(set(response) - declared)
             if extra:
-                raise OutputValidationError(f"{self.spec.label}: outputs {extra} are not declared (declared: {sorted(declared)})")
+                raise OutputValidationError(
+                    f"{self.spec.label}: outputs {extra} are not declared (declared: {sorted(declared)})"
+                )
 
     def _output(self, tensor: Tensor, response: Mapping[str, Any], request: Request) -> np.ndarray:
         label = f"output {tensor.name!r} of {self.spec.label}"
@@ -169,7 +175,9 @@ def _check_shape(label: str, tensor: Tensor, array: np.ndarray, rows: int | None
     shape = array.shape
     if rows is not None:
         if not shape or shape[0] != rows:
-            raise OutputValidationError(f"{label}: expected {rows} rows (the request's batch size), got shape {list(shape)}")
+            raise OutputValidationError(
+                f"{label}: expected {rows} rows (the request's batch size), got shape {list(shape)}"
+            )
         shape = shape[1:]
     if not tensor.accepts(shape):
         expected = ([-1] if rows is not None else []) + list(tensor.shape)

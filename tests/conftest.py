@@ -12,7 +12,9 @@ SHM = "/dev/shm"
 
 
 def ours_in_shm() -> set[str]:
-    return {name for name in os.listdir(SHM) if name.startswith("pybind_serve_")}
+    """This process's segments: every segment name starts with the pid of the process that made the Serve."""
+    prefix = f"pybind_serve_{os.getpid()}_"
+    return {name for name in os.listdir(SHM) if name.startswith(prefix)}
 
 
 def child_pids() -> set[int]:
@@ -46,6 +48,8 @@ def no_leaks() -> Iterator[None]:
     shm_before, children_before = ours_in_shm(), child_pids()
     yield
     # Processes a test stopped may take a moment to be reaped; anything still here after that is a leak.
-    assert wait_until(lambda: not (child_pids() - children_before), 15), f"leaked child processes: {child_pids() - children_before}"
+    assert wait_until(lambda: not (child_pids() - children_before), 15), (
+        f"leaked child processes: {child_pids() - children_before}"
+    )
     leaked = ours_in_shm() - shm_before
     assert not leaked, f"leaked shared memory segments: {sorted(leaked)}"

@@ -33,7 +33,8 @@ def main() -> None:
     metrics = httpx.get(args.metrics_url).text
     executions = re.search(r'nv_inference_exec_count\{model="sleepy",version="1"\} (\d+)', metrics)
     if executions:
-        print(f"the model ran {executions.group(1)} batches: {args.requests / int(executions.group(1)):.1f} requests per batch")
+        batches = int(executions.group(1))
+        print(f"the model ran {batches} batches: {args.requests / batches:.1f} requests per batch")
 
 
 if __name__ == "__main__":

@@ -82,7 +82,9 @@ class Dispatcher:
         if worker.inflight is not None:
             future = self._inflight.get(worker.inflight)
             if future is not None and not future.done():
-                future.set_exception(WorkerDiedError(f"{worker.entry.spec.label}: the worker {why}; the batch was lost"))
+                future.set_exception(
+                    WorkerDiedError(f"{worker.entry.spec.label}: the worker {why}; the batch was lost")
+                )
         elif worker.task is not None:
             worker.task.cancel()
         self._segments.forget(worker.segments)

@@ -67,7 +67,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
         if not length.isdigit():
             raise InvalidInputError(f"invalid Content-Length {length!r}")
         if int(length) > limit:
-            raise PayloadTooLargeError(f"request body of {length} bytes exceeds the limit of {limit} bytes (max_body_bytes)")
+            raise PayloadTooLargeError(
+                f"request body of {length} bytes exceeds the limit of {limit} bytes (max_body_bytes)"
+            )
         return await request.body()
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -95,7 +97,9 @@ class _ClientGone(Exception):
 async def _outcome(request: Request, future: asyncio.Future[Any], cancel: Callable[[], None]) -> Any:
     """The request's result; cancels its queued work if the client disconnects first."""
     watcher = asyncio.ensure_future(request.receive())
-    watcher.add_done_callback(lambda w: cancel() if not w.cancelled() and w.result()["type"] == "http.disconnect" else None)
+    watcher.add_done_callback(
+        lambda w: cancel() if not w.cancelled() and w.result()["type"] == "http.disconnect" else None
+    )
     try:
         return await future
     except asyncio.CancelledError:
@@ -112,8 +116,8 @@ def _task_cancelling() -> bool:
     return cancelling is not None and cancelling() > 0
 
 
-def create_app(models: Models, metrics: Metrics, options: HttpOptions, is_stopping: Callable[[], bool]) -> Starlette:
-    """The Starlette application of the REST front."""
+def create_app(models: Models, metrics: Metrics, options: HttpOptions, is_serving: Callable[[], bool]) -> Starlette:
+    """The Starlette application of the REST front; ``is_serving`` is false while starting and stopping."""
 
     async def infer(request: Request) -> Response:
         arrived = time.monotonic()
@@ -150,7 +154,7 @@ def create_app(models: Models, metrics: Metrics, options: HttpOptions, is_stoppi
         return Response(status_code=200)
 
     async def ready(_: Request) -> Response:
-        ok = not is_stopping() and all(entry.is_ready for entry in models.entries())
+        ok = is_serving() and all(entry.is_ready for entry in models.entries())
         return Response(status_code=200 if ok else 503)
 
     async def server_metadata(_: Request) -> Response:
@@ -166,7 +170,7 @@ def create_app(models: Models, metrics: Metrics, options: HttpOptions, is_stoppi
 
     async def model_ready(request: Request) -> Response:
         entry = models.find(request.path_params["name"], request.path_params.get("version"))
-        return Response(status_code=200 if entry.is_ready and not is_stopping() else 503)
+        return Response(status_code=200 if entry.is_ready and is_serving() else 503)
 
     async def repository_index(request: Request) -> Response:
         body = await request.body()

@@ -67,7 +67,7 @@ class Models:
         if version in (None, ""):
             return versions[max(versions)]
         try:
-            return versions[int(version)]  # type: ignore[arg-type]
+            return versions[int(version)]
         except (KeyError, ValueError):
             known = ", ".join(str(v) for v in sorted(versions))
             raise ModelNotFoundError(f"model {name!r} has no version {version!r}; versions: {known}") from None

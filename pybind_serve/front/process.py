@@ -76,6 +76,7 @@ class Front:
         self.router.bind(options.endpoint)
         self.dispatcher = Dispatcher(self.arena, self.send, self.metrics)
         self.stopping = asyncio.Event()
+        self.opened = False  # set by the owner once the models bound before run() are loaded
         self.owner_gone = False
         self._servers: list[_Server] = []
         self._control: dict[str, Callable[[dict[str, Any]], Any]] = {
@@ -85,7 +86,11 @@ class Front:
             "wait_ready": self._wait_ready,
             "worker_gone": self._worker_gone,
             "status": self._status,
+            "open": self._open,
         }
+
+    def is_serving(self) -> bool:
+        return self.opened and not self.stopping.is_set()
 
     def _pending_counts(self) -> dict[tuple[str, int], int]:
         return {(e.spec.name, e.spec.version): e.scheduler.pending_count for e in self.models.entries()}
@@ -111,12 +116,12 @@ class Front:
 
     def _build_servers(self) -> list[tuple[_Server, socket.socket]]:
         app = create_app(
-            self.models, self.metrics, HttpOptions(self.options.max_body_bytes, __version__), self.stopping.is_set
+            self.models, self.metrics, HttpOptions(self.options.max_body_bytes, __version__), self.is_serving
         )
         pairs = [(app, self.options.http_fd)]
         if self.options.metrics_fd is not None:
             pairs.append((self._metrics_app(), self.options.metrics_fd))
-        for app_, fd in pairs:
+        for app_, _fd in pairs:
             config = uvicorn.Config(
                 app_,
                 log_level=self.options.log_level,
@@ -126,7 +131,7 @@ class Front:
                 timeout_graceful_shutdown=max(int(self.options.drain_timeout_s), 1),
             )
             self._servers.append(_Server(config))
-        return [(server, socket.socket(fileno=fd)) for server, (_, fd) in zip(self._servers, pairs)]
+        return [(server, socket.socket(fileno=fd)) for server, (_, fd) in zip(self._servers, pairs, strict=True)]
 
     def _metrics_app(self) -> Starlette:
         async def metrics(_: Request) -> Response:
@@ -157,7 +162,9 @@ class Front:
         try:
             entry = self.models.find(frame["model"], frame["version"])
         except Exception:
-            log.warning("worker %r serves model %r v%s, which is not loaded", identity, frame["model"], frame["version"])
+            log.warning(
+                "worker %r serves model %r v%s, which is not loaded", identity, frame["model"], frame["version"]
+            )
             return
         self.dispatcher.register(identity, entry, frame["segments"])
 
@@ -185,8 +192,10 @@ class Front:
         await asyncio.wait_for(entry.ready.wait(), frame["wait_s"])
 
     async def _status(self, _: dict[str, Any]) -> dict[str, Any]:
-        ready = not self.stopping.is_set() and all(entry.is_ready for entry in self.models.entries())
-        return {"ready": ready}
+        return {"ready": self.is_serving() and all(entry.is_ready for entry in self.models.entries())}
+
+    async def _open(self, _: dict[str, Any]) -> None:
+        self.opened = True
 
     async def _worker_gone(self, frame: dict[str, Any]) -> None:
         self.dispatcher.remove(frame["identity"].encode(), frame["why"])

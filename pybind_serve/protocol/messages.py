@@ -121,7 +121,9 @@ def _config_from_wire(data: dict[str, Any]) -> ModelConfig:
     batcher = dict(data["batcher"])
     batcher["preferred_batch_sizes"] = tuple(batcher["preferred_batch_sizes"])
     batcher["default_queue_policy"] = QueuePolicy(**batcher["default_queue_policy"])
-    batcher["priority_queue_policies"] = {int(k): QueuePolicy(**v) for k, v in batcher["priority_queue_policies"].items()}
+    batcher["priority_queue_policies"] = {
+        int(k): QueuePolicy(**v) for k, v in batcher["priority_queue_policies"].items()
+    }
     return ModelConfig(
         batching=data["batching"],
         max_batch_size=data["max_batch_size"],

@@ -72,7 +72,9 @@ class ControlClient:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
-    def call(self, op: str, timeout_s: float, alive: Callable[[], bool] = lambda: True, **fields: Any) -> dict[str, Any]:
+    def call(
+        self, op: str, timeout_s: float, alive: Callable[[], bool] = lambda: True, **fields: Any
+    ) -> dict[str, Any]:
         """Send ``{"op": op, **fields}`` and return the reply.
 
         Raises `StartupError` when none comes within ``timeout_s`` or ``alive()`` turns false (the front died).

@@ -32,7 +32,9 @@ from .shm import Arena, Block, SegmentMap
 __all__ = ["block_of", "decode", "encode", "read_group", "write_group"]
 
 _OBJECT = "|O"
-_dumps = json.JSONEncoder(separators=(",", ":"), default=lambda o: o.item() if isinstance(o, np.generic) else str(o)).encode
+_dumps = json.JSONEncoder(
+    separators=(",", ":"), default=lambda o: o.item() if isinstance(o, np.generic) else str(o)
+).encode
 
 
 def encode(frame: dict[str, Any]) -> bytes:
@@ -81,7 +83,7 @@ def read_group(segments: SegmentMap, desc: dict[str, Any]) -> list[np.ndarray]:
     shapes = [tuple(s) for s in desc["shapes"]]
     if desc["dtype"] == _OBJECT:
         out, start = [], 0
-        for shape, size in zip(shapes, desc["sizes"]):
+        for shape, size in zip(shapes, desc["sizes"], strict=True):
             out.append(deserialize_bytes(view[start : start + size], shape))
             start += size
         return out
@@ -89,7 +91,7 @@ def read_group(segments: SegmentMap, desc: dict[str, Any]) -> list[np.ndarray]:
     counts = [int(np.prod(s)) for s in shapes]
     flat = np.frombuffer(view, dtype=dtype, count=sum(counts))
     arrays, start = [], 0
-    for shape, count in zip(shapes, counts):
+    for shape, count in zip(shapes, counts, strict=True):
         arrays.append(flat[start : start + count].reshape(shape))
         start += count
     return arrays
@@ -98,4 +100,3 @@ def read_group(segments: SegmentMap, desc: dict[str, Any]) -> list[np.ndarray]:
 def block_of(desc: dict[str, Any]) -> Block:
     segment, offset, nbytes = desc["block"]
     return Block(segment, offset, nbytes)
-

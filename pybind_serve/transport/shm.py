@@ -6,7 +6,8 @@ Tensor bytes never travel through ZeroMQ: the writer copies them once into a blo
 Every segment is a file ``/dev/shm/pybind_serve_<owner>_<tag>_<n>`` where ``owner`` is ``<pid>_<token>``:
 the pid of the process that created the `Serve` and a token of that `Serve`. The pid lets any process sweep
 the segments of a server that died (`remove_stale_segments`); the owner lets the front and the `Serve`
-remove every segment of their server at exit (`remove_segments_of`), and no other. This is Linux's POSIX shared memory; other systems are not supported.
+remove every segment of their server at exit (`remove_segments_of`), and no other. This is Linux's POSIX
+shared memory; other systems are not supported.
 
 >>> arena = Arena(owner=f"{os.getpid()}_doc", tag="a")
 >>> block = arena.allocate(12)
@@ -19,13 +20,22 @@ b'abc'
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import re
 import secrets
 from dataclasses import dataclass
 
-__all__ = ["Arena", "Block", "SegmentMap", "new_owner", "remove_segments_of", "remove_stale_segments", "segment_prefix"]
+__all__ = [
+    "Arena",
+    "Block",
+    "SegmentMap",
+    "new_owner",
+    "remove_segments_of",
+    "remove_stale_segments",
+    "segment_prefix",
+]
 
 SHM_DIR = "/dev/shm"
 PREFIX = "pybind_serve_"
@@ -63,11 +73,9 @@ class _Segment:
 
     def close(self) -> None:
         self.buffer.release()
-        try:
+        # A numpy view may still borrow the mapping; then it is unmapped when that view is collected.
+        with contextlib.suppress(BufferError):
             self.mmap.close()
-        except BufferError:
-            # A numpy view still borrows the mapping; it is unmapped when that view is collected.
-            pass
 
 
 class _FreeList:
@@ -163,7 +171,9 @@ class SegmentMap:
                 raise ValueError(f"not a pybind_serve segment: {segment!r}")
             mapped = self._segments[segment] = _Segment(segment, 0, create=False)
         if offset < 0 or offset + nbytes > mapped.size:
-            raise ValueError(f"block [{offset}, {offset + nbytes}) lies outside segment {segment!r} of {mapped.size} bytes")
+            raise ValueError(
+                f"block [{offset}, {offset + nbytes}) lies outside segment {segment!r} of {mapped.size} bytes"
+            )
         return mapped.buffer[offset : offset + nbytes]
 
     def forget(self, prefix: str) -> None:
@@ -178,10 +188,8 @@ class SegmentMap:
 
 
 def _unlink(name: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(SHM_DIR, name))
-    except FileNotFoundError:
-        pass
 
 
 def _segment_names() -> list[str]:

@@ -1,0 +1,93 @@
+"""Compat fixtures: one real `Serve` per test module, with the example models bound, on free loopback ports.
+
+The server starts in a module-scoped fixture, which pytest sets up before any function-scoped one (the
+autouse leak check of tests/conftest.py included) and tears down after the module's last test. Every model
+is called once before the first test, because the front and each worker map their shared-memory arena on
+their first request: so the server's processes and segments exist before each test's snapshot and after
+it, and only what a test itself leaks is reported. The fixture checks at module end that stopping the
+server released everything.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from pybind_serve import Request, Serve, Tensor
+from tests.conftest import child_pids, ours_in_shm, wait_until
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def load_example(name: str) -> ModuleType:
+    """Import ``examples/<name>/server.py`` from its path (the examples are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}_server", EXAMPLES / name / "server.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def echo_parameters(requests: list[Request]) -> list[dict[str, np.ndarray]]:
+    """Undecorated: returns ``x`` and the request's ``tag`` parameter, to show parameters reach the function."""
+    return [
+        {"y": request["x"], "tag": np.array([[str(request.parameters.get("tag", "")).encode()]], dtype=object)}
+        for request in requests
+    ]
+
+
+def bind_echo(serve: Serve) -> None:
+    serve.bind(
+        "echo",
+        echo_parameters,
+        inputs=[Tensor("x", np.float32, (-1,))],
+        outputs=[Tensor("y", np.float32, (-1,)), Tensor("tag", bytes, (1,))],
+    )
+
+
+def warm_up(url: str) -> None:
+    """One request per model, so that the front and every worker have mapped their arenas."""
+    x = np.ones((1, 2), dtype=np.float32)
+    calls = {"add_sub": {"a": x, "b": x}, "echo": {"x": x}, "identity": {"fp32": x, "fp16": x.astype(np.float16)}}
+    calls["identity"] |= {"int8": x.astype(np.int8), "text": np.array([[b"warm"]], dtype=object)}
+    with httpclient.InferenceServerClient(url, connection_timeout=10, network_timeout=30) as client:
+        for model, arrays in calls.items():
+            inputs = []
+            for name, array in arrays.items():
+                datatype = "BYTES" if array.dtype == object else httpclient.np_to_triton_dtype(array.dtype)
+                inputs.append(httpclient.InferInput(name, list(array.shape), datatype))
+                inputs[-1].set_data_from_numpy(array)
+            client.infer(model, inputs)
+
+
+@pytest.fixture(scope="module")
+def serve() -> Iterator[Serve]:
+    """A running `Serve` with add_sub, identity and echo bound; stopped, and checked for leaks, at module end."""
+    shm_before, children_before = ours_in_shm(), child_pids()
+    server = Serve(http_port=0, metrics_port=0)
+    try:
+        load_example("add_sub").bind(server)
+        load_example("identity").bind(server)
+        bind_echo(server)
+        server.run()
+        warm_up(f"127.0.0.1:{server.http_port}")
+        yield server
+    finally:
+        server.stop()
+    assert wait_until(lambda: not (child_pids() - children_before), 15), (
+        f"the module's server leaked child processes: {child_pids() - children_before}"
+    )
+    leaked = ours_in_shm() - shm_before
+    assert not leaked, f"the module's server leaked shared memory segments: {sorted(leaked)}"
+
+
+@pytest.fixture
+def url(serve: Serve) -> str:
+    """``host:port`` as tritonclient and perf_analyzer take it (no scheme)."""
+    return f"127.0.0.1:{serve.http_port}"

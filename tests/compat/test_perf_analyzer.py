@@ -1,0 +1,82 @@
+"""NVIDIA's `perf_analyzer` load-tests add_sub over HTTP, in short bounded runs, and finds no errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import httpx
+import pytest
+
+from pybind_serve import Serve
+
+pytestmark = pytest.mark.perf_analyzer
+
+TIMEOUT_S = 120
+THROUGHPUT = re.compile(r"^\s*Throughput: ([0-9.]+) infer/sec", re.MULTILINE)
+REQUEST_COUNT = re.compile(r"^\s*Request count: (\d+)", re.MULTILINE)
+ERROR_LINE = re.compile(r"error|fail|exception|unexpected", re.IGNORECASE)
+
+
+@pytest.fixture(scope="module")
+def perf_analyzer() -> str:
+    """The binary: $PERF_ANALYZER or the one on PATH. CI must run these tests, so there a missing one fails."""
+    binary = os.environ.get("PERF_ANALYZER") or shutil.which("perf_analyzer")
+    if binary and os.access(binary, os.X_OK):
+        return binary
+    why = f"no perf_analyzer: PERF_ANALYZER={os.environ.get('PERF_ANALYZER')!r} and none on PATH"
+    if os.environ.get("CI"):
+        pytest.fail(f"{why}; CI provides one through .ci/perf_analyzer.sh")
+    pytest.skip(why)
+
+
+def metric(serve: Serve, family: str) -> float:
+    """Sum of ``family`` over add_sub's series (failures have one per reason, and none before the first)."""
+    assert serve.metrics_url is not None
+    text = httpx.get(serve.metrics_url, timeout=10).text
+    series = re.findall(rf'^{family}\{{model="add_sub",([^}}]*,)?version="1"\}} (\S+)$', text, re.MULTILINE)
+    return sum(float(value) for _, value in series)
+
+
+def run_perf_analyzer(binary: str, url: str, *options: str) -> str:
+    command = [
+        binary,
+        *("-m", "add_sub", "-i", "http", "-u", url, "--shape", "a:16", "--shape", "b:16"),
+        *("--concurrency-range", "4", "--measurement-interval", "1000"),
+        *("--max-trials", "3", "--stability-percentage", "100"),
+        *options,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"perf_analyzer exited {done.returncode}:\n{output}"
+    errors = [line for line in output.splitlines() if ERROR_LINE.search(line)]
+    assert not errors, f"perf_analyzer reported errors:\n{output}"
+    return output
+
+
+@pytest.mark.parametrize(
+    ("options", "batch_size"),
+    [
+        pytest.param((), 1, id="defaults"),
+        pytest.param(("--input-data", "zero", "-b", "4"), 4, id="zero-batch4"),
+        pytest.param(("--input-data", "random", "-b", "4"), 4, id="random-batch4"),
+    ],
+)
+def test_perf_analyzer(perf_analyzer: str, serve: Serve, url: str, options: tuple[str, ...], batch_size: int) -> None:
+    inferences_before = metric(serve, "nv_inference_count")
+    assert inferences_before > 0  # the warm-up request: the metric is there
+    failures_before = metric(serve, "nv_inference_request_failure")
+
+    output = run_perf_analyzer(perf_analyzer, url, *options)
+
+    throughput = THROUGHPUT.search(output)
+    assert throughput, f"no 'Throughput: N infer/sec' line:\n{output}"
+    assert float(throughput.group(1)) > 0, output
+    assert f"Batch size: {batch_size}" in output
+    requests = REQUEST_COUNT.search(output)
+    assert requests and int(requests.group(1)) > 0, output
+    # The server saw at least the measured requests, each of batch_size rows, and failed none.
+    assert metric(serve, "nv_inference_count") - inferences_before >= batch_size * int(requests.group(1))
+    assert metric(serve, "nv_inference_request_failure") == failures_before

@@ -1,0 +1,131 @@
+"""The error hierarchy: status codes as the errors.py docstring table states them, `from_wire`, `collect`."""
+
+from __future__ import annotations
+
+import pytest
+
+from pybind_serve import errors
+from pybind_serve.errors import (
+    BatchTooLargeError,
+    ConfigurationError,
+    DecoratorUsageError,
+    InferenceError,
+    InferenceTimeoutError,
+    InternalServerError,
+    InvalidInputError,
+    ModelExecutionError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    OutputValidationError,
+    PayloadTooLargeError,
+    PortInUseError,
+    QueueFullError,
+    ServeError,
+    StartupError,
+    UnavailableError,
+    WorkerDiedError,
+    from_wire,
+)
+
+# The table of the errors.py docstring: class, parent, HTTP status, gRPC code.
+TABLE = [
+    (InvalidInputError, InferenceError, 400, "INVALID_ARGUMENT"),
+    (BatchTooLargeError, InvalidInputError, 400, "INVALID_ARGUMENT"),
+    (PayloadTooLargeError, InferenceError, 413, "RESOURCE_EXHAUSTED"),
+    (ModelNotFoundError, InferenceError, 404, "NOT_FOUND"),
+    (UnavailableError, InferenceError, 503, "UNAVAILABLE"),
+    (ModelNotReadyError, UnavailableError, 503, "UNAVAILABLE"),
+    (QueueFullError, UnavailableError, 503, "UNAVAILABLE"),
+    (InferenceTimeoutError, UnavailableError, 503, "DEADLINE_EXCEEDED"),
+    (ModelExecutionError, InferenceError, 500, "INTERNAL"),
+    (OutputValidationError, ModelExecutionError, 500, "INTERNAL"),
+    (DecoratorUsageError, ModelExecutionError, 500, "INTERNAL"),
+    (WorkerDiedError, ModelExecutionError, 500, "INTERNAL"),
+    (InternalServerError, InferenceError, 500, "INTERNAL"),
+]
+INFERENCE_ERRORS = [InferenceError] + [cls for cls, *_ in TABLE]
+
+
+@pytest.mark.parametrize(("cls", "parent", "http_status", "grpc_code"), TABLE)
+def test_status_codes_follow_the_table(cls: type[ServeError], parent: type, http_status: int, grpc_code: str) -> None:
+    assert cls.__bases__ == (parent,)
+    assert (cls.http_status, cls.grpc_code) == (http_status, grpc_code)
+    error = cls("boom")
+    assert (error.http_status, error.grpc_code) == (http_status, grpc_code)
+    assert str(error) == "boom"
+
+
+@pytest.mark.parametrize("cls", [ServeError, InferenceError, ConfigurationError, StartupError, PortInUseError])
+def test_the_other_classes_answer_500_internal(cls: type[ServeError]) -> None:
+    assert (cls.http_status, cls.grpc_code) == (500, "INTERNAL")
+
+
+def test_the_top_of_the_tree() -> None:
+    assert issubclass(ServeError, Exception)
+    assert ConfigurationError.__bases__ == (ServeError, ValueError)
+    assert StartupError.__bases__ == (ServeError, RuntimeError)
+    assert PortInUseError.__bases__ == (StartupError,)
+    assert InferenceError.__bases__ == (ServeError,)
+
+
+def test_every_public_class_is_in_the_table() -> None:
+    public = {getattr(errors, name) for name in errors.__all__ if isinstance(getattr(errors, name), type)}
+    covered = set(INFERENCE_ERRORS) | {ServeError, ConfigurationError, StartupError, PortInUseError}
+    assert public == covered
+
+
+@pytest.mark.parametrize("cls", INFERENCE_ERRORS)
+def test_from_wire_round_trip(cls: type[InferenceError]) -> None:
+    original = cls(f"{cls.__name__} of model 'm' v1")
+    rebuilt = from_wire(type(original).__name__, str(original))
+    assert type(rebuilt) is cls
+    assert str(rebuilt) == str(original)
+    assert (rebuilt.http_status, rebuilt.grpc_code) == (original.http_status, original.grpc_code)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ValueError",
+        "MyOwnError",
+        "",
+        "ServeError",
+        "ConfigurationError",
+        "StartupError",
+        "PortInUseError",
+        "queuefullerror",
+    ],
+)
+def test_from_wire_unknown_names_become_model_execution_errors(name: str) -> None:
+    rebuilt = from_wire(name, "the function raised")
+    assert type(rebuilt) is ModelExecutionError
+    assert str(rebuilt) == "the function raised"
+    assert (rebuilt.http_status, rebuilt.grpc_code) == (500, "INTERNAL")
+
+
+def test_collect_message_format() -> None:
+    error = ConfigurationError.collect("Tensor 'x'", ["dtype missing", "shape has 0"])
+    assert type(error) is ConfigurationError
+    assert str(error) == "Tensor 'x' is invalid:\n  - dtype missing\n  - shape has 0"
+    assert error.problems == ["dtype missing", "shape has 0"]
+
+
+def test_collect_copies_the_problems() -> None:
+    problems = ["a"]
+    error = ConfigurationError.collect("X", problems)
+    problems.append("b")
+    assert error.problems == ["a"]
+
+
+def test_collect_single_problem() -> None:
+    assert str(ConfigurationError.collect("ModelConfig", ["max_batch_size must be an int >= 1, got 0"])) == (
+        "ModelConfig is invalid:\n  - max_batch_size must be an int >= 1, got 0"
+    )
+
+
+def test_configuration_error_without_problems() -> None:
+    error = ConfigurationError("port must be an int")
+    assert error.problems == []
+    assert str(error) == "port must be an int"
+    with pytest.raises(ValueError, match="port must be an int"):
+        raise error
