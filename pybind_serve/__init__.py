@@ -28,6 +28,7 @@ from .errors import (
 from .request import Request
 from .serve import Serve
 from .tensor import Tensor
+from .version import __version__
 
 __all__ = [
     "ConfigurationError",
@@ -45,6 +46,7 @@ __all__ = [
     "StartupError",
     "Tensor",
     "TimeoutAction",
+    "__version__",
     "batch",
     "fill_optionals",
     "first_value",
@@ -53,5 +55,3 @@ __all__ = [
     "pad_batch",
     "sample",
 ]
-
-__version__ = "0.1.0.dev0"

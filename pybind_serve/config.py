@@ -98,7 +98,9 @@ class DynamicBatcher:
         _non_negative_int(problems, "max_queue_delay_us", self.max_queue_delay_us)
         sizes = self.preferred_batch_sizes
         sizes = tuple(sizes) if isinstance(sizes, Iterable) and not isinstance(sizes, (str, bytes)) else sizes
-        if not isinstance(sizes, tuple) or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
+        if not isinstance(sizes, tuple) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes
+        ):
             problems.append(f"preferred_batch_sizes must be positive ints, got {sizes!r}")
         else:
             object.__setattr__(self, "preferred_batch_sizes", tuple(sorted(set(sizes))))
@@ -113,14 +115,15 @@ class DynamicBatcher:
             raise ConfigurationError.collect("DynamicBatcher", problems)
         object.__setattr__(self, "priority_queue_policies", MappingProxyType(dict(self.priority_queue_policies)))
 
-
     def _check_priorities(self) -> list[str]:
         levels, default = self.priority_levels, self.default_priority_level
         if not isinstance(levels, int) or not isinstance(default, int):
             return []
         problems = []
         if not isinstance(self.priority_queue_policies, Mapping):
-            return [f"priority_queue_policies must map priority levels to QueuePolicy, got {self.priority_queue_policies!r}"]
+            return [
+                f"priority_queue_policies must map priority levels to QueuePolicy, got {self.priority_queue_policies!r}"
+            ]
         if levels and default == 0:
             object.__setattr__(self, "default_priority_level", levels)
         elif default > levels:

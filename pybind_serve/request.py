@@ -13,9 +13,8 @@ __all__ = ["Request"]
 class Request(Mapping[str, np.ndarray]):
     """One client request: a read-only mapping of input name to array, plus its ``parameters``.
 
-    ``parameters`` holds the request's parameters (custom ones and ``priority`` / ``timeout``) and the
-    HTTP headers the server was told to forward. With batching, every array's first dim is this request's
-    own batch size.
+    ``parameters`` holds the request's custom parameters; the server takes ``priority`` and ``timeout``
+    out of them for its scheduler. With batching, every array's first dim is this request's own batch size.
 
     >>> r = Request({"x": np.zeros((2, 3))}, parameters={"scale": 2})
     >>> r["x"].shape, r.parameters["scale"], list(r)

@@ -246,7 +246,11 @@ class Serve:
                 sock.close()  # the front has its own copies; ours must not keep the ports open
         self._context = zmq.Context()
         self._control = ControlClient(self._context, self._endpoint)
-        self._control.call("ping", self.startup_timeout_s, alive=self._front_alive)
+        try:
+            self._control.call("ping", self.startup_timeout_s, alive=self._front_alive)
+        except StartupError as exc:
+            code = self._front.poll() if self._front is not None else None
+            raise StartupError(f"{exc} (front exit code {code}); its stderr is above") from None
         self._supervisor = Supervisor.create(
             self._endpoint, self._owner, self._lifeline, self._context, self._worker_gone
         )

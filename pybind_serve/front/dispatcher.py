@@ -144,7 +144,6 @@ class Dispatcher:
             worker.inflight = None
             for desc in inputs.values():
                 self._arena.free(block_of(desc))
-        stats.batch(sum(p.rows for p in live))
         self._deliver(worker, live, reply, stats)
 
     def _write_inputs(self, live: list[Pending]) -> dict[str, dict[str, Any]]:
@@ -156,6 +155,7 @@ class Dispatcher:
             log.debug("%s", reply.get("traceback", ""))
             _fail(live, from_wire(reply["type"], reply["message"]))
             return
+        stats.batch(sum(p.rows for p in live))  # as Triton: executions that failed are not inferences
         stats.infer_us += reply["compute_us"] * len(live)
         started = time.monotonic()
         descriptors = reply["outputs"]

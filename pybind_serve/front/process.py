@@ -27,12 +27,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import __version__
 from ..errors import UnavailableError
 from ..metrics import Metrics
 from ..protocol.messages import ModelSpec
 from ..transport.frames import decode, encode
 from ..transport.shm import Arena, remove_segments_of
+from ..version import __version__
 from .dispatcher import Dispatcher
 from .http import HttpOptions, create_app
 from .models import Models

@@ -35,9 +35,13 @@ def load_example(name: str) -> ModuleType:
 
 
 def echo_parameters(requests: list[Request]) -> list[dict[str, np.ndarray]]:
-    """Undecorated: returns ``x`` and the request's ``tag`` parameter, to show parameters reach the function."""
+    """Undecorated: returns ``x``, the request's ``tag`` parameter and the names of all its parameters."""
     return [
-        {"y": request["x"], "tag": np.array([[str(request.parameters.get("tag", "")).encode()]], dtype=object)}
+        {
+            "y": request["x"],
+            "tag": np.array([[str(request.parameters.get("tag", "")).encode()]], dtype=object),
+            "names": np.array([[",".join(sorted(request.parameters)).encode()]], dtype=object),
+        }
         for request in requests
     ]
 
@@ -47,7 +51,7 @@ def bind_echo(serve: Serve) -> None:
         "echo",
         echo_parameters,
         inputs=[Tensor("x", np.float32, (-1,))],
-        outputs=[Tensor("y", np.float32, (-1,)), Tensor("tag", bytes, (1,))],
+        outputs=[Tensor("y", np.float32, (-1,)), Tensor("tag", bytes, (1,)), Tensor("names", bytes, (1,))],
     )
 
 

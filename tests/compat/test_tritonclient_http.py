@@ -167,6 +167,13 @@ def test_request_parameters_reach_the_function(client: httpclient.InferenceServe
     result = client.infer("echo", [tensor("x", x, "FP32")], parameters={"tag": "grüße", "unused": 7})
     np.testing.assert_array_equal(result.as_numpy("y"), x)
     assert result.as_numpy("tag").tolist() == [["grüße".encode()]]
+    assert result.as_numpy("names").tolist() == [[b"tag,unused"]]
+
+
+def test_priority_and_timeout_are_the_servers_not_the_functions(client: httpclient.InferenceServerClient) -> None:
+    x = np.zeros((1, 2), dtype=np.float32)
+    result = client.infer("echo", [tensor("x", x, "FP32")], parameters={"tag": "t"}, priority=1, timeout=1_000_000)
+    assert result.as_numpy("names").tolist() == [[b"tag"]]
 
 
 # -- async fan-out -------------------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ def bind_models(serve: Serve) -> None:
     serve.bind("lax", misbehave, inputs=[fp32("x")], outputs=[fp32("y")])
 
 
-def vector(name: str, values: list[float], datatype: str = "FP32", rows: int = 1) -> dict[str, Any]:
+def vector(name: str, values: list[Any], datatype: str = "FP32", rows: int = 1) -> dict[str, Any]:
     return {"name": name, "datatype": datatype, "shape": [rows, len(values) // rows], "data": values}
 
 

@@ -29,7 +29,11 @@ WAIT_S = 10.0  # the most any request or wait of these tests may take
 
 
 class Gate:
-    """Holds the model's first call until `open`, so later requests queue behind it. Opens on exit."""
+    """Holds the model's first call until `open`, so later requests queue behind it.
+
+    Use it as the innermost context manager (after the thread pool), so that a failing test opens it before
+    the pool waits for its threads.
+    """
 
     def __init__(self) -> None:
         self.entered = threading.Event()
@@ -67,9 +71,7 @@ def recording_model(calls: list[list[float]], gate: Gate | None = None, sleep_s:
 
 def start(make_serve: Callable[..., Serve], fn: Callable[..., Any], config: ModelConfig) -> Serve:
     serve = make_serve()
-    serve.bind(
-        "m", fn, inputs=[Tensor("x", np.float32, (1,))], outputs=[Tensor("y", np.float32, (1,))], config=config
-    )
+    serve.bind("m", fn, inputs=[Tensor("x", np.float32, (1,))], outputs=[Tensor("y", np.float32, (1,))], config=config)
     return serve.run()
 
 
@@ -121,6 +123,13 @@ def queue_in_order(
         futures.append(pool.submit(infer, client, rows, **parameters))
         wait_queued(serve, already + n)
     return futures
+
+
+def send_held(pool: ThreadPoolExecutor, client: httpx.Client, gate: Gate) -> Future[httpx.Response]:
+    """Send the request (rows [0]) that the model holds at ``gate``; returns once the model holds it."""
+    first = pool.submit(infer, client, [0.0])
+    assert gate.entered.wait(WAIT_S), "the model never received the first request"
+    return first
 
 
 def load_example(name: str) -> ModuleType:
@@ -178,37 +187,35 @@ def test_concurrent_requests_share_batches(make_serve: Callable[..., Serve]) -> 
 
 def test_requests_of_different_sizes_share_a_batch(make_serve: Callable[..., Serve]) -> None:
     calls: list[list[float]] = []
-    with Gate() as gate:
-        serve = start(make_serve, recording_model(calls, gate), ModelConfig(max_batch_size=16))
-        with ThreadPoolExecutor(4) as pool, httpx.Client(base_url=serve.http_url) as client:
-            first = pool.submit(infer, client, [0.0])
-            assert gate.entered.wait(WAIT_S)
-            sent = [[10.0], [20.0, 21.0, 22.0], [30.0, 31.0]]
-            futures = [pool.submit(infer, client, rows) for rows in sent]
-            wait_queued(serve, 3)
-            gate.open()
-            assert doubled(first.result(WAIT_S)) == [0.0]
-            for future, rows in zip(futures, sent, strict=True):
-                assert doubled(future.result(WAIT_S)) == rows  # each request gets its own rows back
+    gate = Gate()
+    serve = start(make_serve, recording_model(calls, gate), ModelConfig(max_batch_size=16))
+    sent = [[10.0], [20.0, 21.0, 22.0], [30.0, 31.0]]
+    with httpx.Client(base_url=serve.http_url) as client, ThreadPoolExecutor(4) as pool, gate:
+        first = send_held(pool, client, gate)
+        futures = [pool.submit(infer, client, rows) for rows in sent]
+        wait_queued(serve, 3)
+        gate.open()
+        assert doubled(first.result(WAIT_S)) == [0.0]
+        for future, rows in zip(futures, sent, strict=True):
+            assert doubled(future.result(WAIT_S)) == rows  # each request gets its own rows back
     assert len(calls) == 2, calls
     assert sorted(calls[1]) == sorted(v for rows in sent for v in rows)
 
 
 def test_max_batch_size_is_never_exceeded(make_serve: Callable[..., Serve]) -> None:
     calls: list[list[float]] = []
-    with Gate() as gate:
-        serve = start(make_serve, recording_model(calls, gate), ModelConfig(max_batch_size=4))
-        sent = [[float(n)] * (1 + n % 3) for n in range(1, 25)]  # 1, 2 or 3 rows each: 48 rows
-        with ThreadPoolExecutor(len(sent) + 1) as pool, httpx.Client(base_url=serve.http_url) as client:
-            first = pool.submit(infer, client, [0.0])
-            assert gate.entered.wait(WAIT_S)
-            futures = [pool.submit(infer, client, rows) for rows in sent]
-            wait_queued(serve, len(sent))
-            too_big = infer(client, [1.0] * 5)
-            gate.open()
-            assert doubled(first.result(WAIT_S)) == [0.0]
-            for future, rows in zip(futures, sent, strict=True):
-                assert doubled(future.result(WAIT_S)) == rows
+    gate = Gate()
+    serve = start(make_serve, recording_model(calls, gate), ModelConfig(max_batch_size=4))
+    sent = [[float(n)] * (1 + n % 3) for n in range(1, 25)]  # 1, 2 or 3 rows each: 48 rows
+    with httpx.Client(base_url=serve.http_url) as client, ThreadPoolExecutor(len(sent) + 1) as pool, gate:
+        first = send_held(pool, client, gate)
+        futures = [pool.submit(infer, client, rows) for rows in sent]
+        wait_queued(serve, len(sent))
+        too_big = infer(client, [1.0] * 5)
+        gate.open()
+        assert doubled(first.result(WAIT_S)) == [0.0]
+        for future, rows in zip(futures, sent, strict=True):
+            assert doubled(future.result(WAIT_S)) == rows
     assert too_big.status_code == 400 and "max_batch_size 4" in too_big.json()["error"]
     sizes = [len(call) for call in calls[1:]]
     assert max(sizes) <= 4 and sum(sizes) == 48, sizes
@@ -219,7 +226,7 @@ def test_max_queue_delay_gathers_requests_into_one_batch(make_serve: Callable[..
     calls: list[list[float]] = []
     config = ModelConfig(max_batch_size=8, batcher=DynamicBatcher(max_queue_delay_us=200_000))
     serve = start(make_serve, recording_model(calls), config)
-    with ThreadPoolExecutor(4) as pool, httpx.Client(base_url=serve.http_url) as client:
+    with httpx.Client(base_url=serve.http_url) as client, ThreadPoolExecutor(4) as pool:
         started = time.monotonic()
         futures = []
         for n in range(4):
@@ -241,17 +248,16 @@ def test_preferred_batch_sizes_cut_batches(
     make_serve: Callable[..., Serve], preferred: tuple[int, ...], expected: list[int]
 ) -> None:
     calls: list[list[float]] = []
+    gate = Gate()
     config = ModelConfig(max_batch_size=8, batcher=DynamicBatcher(preferred_batch_sizes=preferred))
-    with Gate() as gate:
-        serve = start(make_serve, recording_model(calls, gate), config)
-        with ThreadPoolExecutor(6) as pool, httpx.Client(base_url=serve.http_url) as client:
-            first = pool.submit(infer, client, [0.0])
-            assert gate.entered.wait(WAIT_S)
-            futures = [pool.submit(infer, client, [float(n)]) for n in range(1, 6)]
-            wait_queued(serve, 5)
-            gate.open()
-            for n, future in enumerate([first, *futures]):
-                assert doubled(future.result(WAIT_S)) == [float(n)]
+    serve = start(make_serve, recording_model(calls, gate), config)
+    with httpx.Client(base_url=serve.http_url) as client, ThreadPoolExecutor(6) as pool, gate:
+        first = send_held(pool, client, gate)
+        futures = [pool.submit(infer, client, [float(n)]) for n in range(1, 6)]
+        wait_queued(serve, 5)
+        gate.open()
+        for n, future in enumerate([first, *futures]):
+            assert doubled(future.result(WAIT_S)) == [float(n)]
     assert [len(call) for call in calls] == expected, calls
 
 
@@ -267,18 +273,17 @@ def test_batching_off_calls_the_function_with_one_request(make_serve: Callable[.
     def send(client: httpx.Client, value: float) -> httpx.Response:
         return client.post("/v2/models/m/infer", json=body([value], shape=[1]), timeout=WAIT_S)
 
-    with gate:
-        serve = start(make_serve, model, ModelConfig(batching=False))
-        with ThreadPoolExecutor(5) as pool, httpx.Client(base_url=serve.http_url) as client:
-            first = pool.submit(send, client, 0.0)
-            assert gate.entered.wait(WAIT_S)
-            futures = [pool.submit(send, client, float(n)) for n in range(1, 5)]
-            wait_queued(serve, 4)
-            gate.open()
-            for n, future in enumerate([first, *futures]):
-                response = future.result(WAIT_S)
-                assert response.status_code == 200, response.text
-                assert response.json()["outputs"][0] == {"name": "y", "datatype": "FP32", "shape": [1], "data": [2 * n]}
+    serve = start(make_serve, model, ModelConfig(batching=False))
+    with httpx.Client(base_url=serve.http_url) as client, ThreadPoolExecutor(5) as pool, gate:
+        first = pool.submit(send, client, 0.0)
+        assert gate.entered.wait(WAIT_S)
+        futures = [pool.submit(send, client, float(n)) for n in range(1, 5)]
+        wait_queued(serve, 4)
+        gate.open()
+        for n, future in enumerate([first, *futures]):
+            response = future.result(WAIT_S)
+            assert response.status_code == 200, response.text
+            assert response.json()["outputs"][0] == {"name": "y", "datatype": "FP32", "shape": [1], "data": [2 * n]}
     assert sizes == [1] * 5
 
 
@@ -287,18 +292,17 @@ def test_batching_off_calls_the_function_with_one_request(make_serve: Callable[.
 
 def test_higher_priority_requests_run_first(make_serve: Callable[..., Serve]) -> None:
     calls: list[list[float]] = []
+    gate = Gate()
     config = ModelConfig(max_batch_size=1, batcher=DynamicBatcher(priority_levels=2))
-    with Gate() as gate:
-        serve = start(make_serve, recording_model(calls, gate), config)
-        with ThreadPoolExecutor(5) as pool, httpx.Client(base_url=serve.http_url) as client:
-            first = pool.submit(infer, client, [0.0])
-            assert gate.entered.wait(WAIT_S)
-            low = [([20.0], {"priority": 2}), ([21.0], {"priority": 2})]
-            high = [([10.0], {"priority": 1}), ([11.0], {"priority": 1})]
-            futures = queue_in_order(pool, client, serve, low + high)
-            gate.open()
-            for future, (rows, _) in zip([first, *futures], [([0.0], {}), *low, *high], strict=True):
-                assert doubled(future.result(WAIT_S)) == rows
+    serve = start(make_serve, recording_model(calls, gate), config)
+    low = [([20.0], {"priority": 2}), ([21.0], {"priority": 2})]
+    high = [([10.0], {"priority": 1}), ([11.0], {"priority": 1})]
+    with httpx.Client(base_url=serve.http_url) as client, ThreadPoolExecutor(5) as pool, gate:
+        first = send_held(pool, client, gate)
+        futures = queue_in_order(pool, client, serve, low + high)
+        gate.open()
+        for future, (rows, _) in zip([first, *futures], [([0.0], {}), *low, *high], strict=True):
+            assert doubled(future.result(WAIT_S)) == rows
     assert calls == [[0.0], [10.0], [11.0], [20.0], [21.0]]
 
 
@@ -314,17 +318,16 @@ def test_queued_request_times_out_with_reject(
     make_serve: Callable[..., Serve], policy: QueuePolicy, parameters: dict[str, int]
 ) -> None:
     calls: list[list[float]] = []
+    gate = Gate()
     config = ModelConfig(batcher=DynamicBatcher(default_queue_policy=policy))
-    with Gate() as gate:
-        serve = start(make_serve, recording_model(calls, gate), config)
-        with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=serve.http_url) as client:
-            first = pool.submit(infer, client, [0.0])
-            assert gate.entered.wait(WAIT_S)
-            started = time.monotonic()
-            late = infer(client, [7.0], **parameters)  # answered while the model is still held
-            elapsed = time.monotonic() - started
-            gate.open()
-            assert doubled(first.result(WAIT_S)) == [0.0]
+    serve = start(make_serve, recording_model(calls, gate), config)
+    with httpx.Client(base_url=serve.http_url) as client, ThreadPoolExecutor(1) as pool, gate:
+        first = send_held(pool, client, gate)
+        started = time.monotonic()
+        late = infer(client, [7.0], **parameters)  # answered while the model is still held
+        elapsed = time.monotonic() - started
+        gate.open()
+        assert doubled(first.result(WAIT_S)) == [0.0]
     assert late.status_code == 503, late.text
     assert "Request timeout expired" in late.json()["error"]
     assert 0.1 <= elapsed < 1.0, f"the timeout answer took {elapsed:.3f} s"
@@ -333,57 +336,53 @@ def test_queued_request_times_out_with_reject(
 
 def test_timed_out_request_is_delayed_behind_the_others(make_serve: Callable[..., Serve]) -> None:
     calls: list[list[float]] = []
+    gate = Gate()
     policy = QueuePolicy(timeout_action=TimeoutAction.DELAY)
     config = ModelConfig(max_batch_size=1, batcher=DynamicBatcher(default_queue_policy=policy))
-    with Gate() as gate:
-        serve = start(make_serve, recording_model(calls, gate), config)
-        with ThreadPoolExecutor(3) as pool, httpx.Client(base_url=serve.http_url) as client:
-            first = pool.submit(infer, client, [0.0])
-            assert gate.entered.wait(WAIT_S)
-            expiring, patient = queue_in_order(pool, client, serve, [([1.0], {"timeout": 50_000}), ([2.0], {})])
-            time.sleep(0.2)  # pacing: let the first queued request's 50 ms timeout expire
-            gate.open()
-            assert doubled(first.result(WAIT_S)) == [0.0]
-            assert doubled(expiring.result(WAIT_S)) == [1.0]  # delayed, still served
-            assert doubled(patient.result(WAIT_S)) == [2.0]
+    serve = start(make_serve, recording_model(calls, gate), config)
+    with httpx.Client(base_url=serve.http_url) as client, ThreadPoolExecutor(3) as pool, gate:
+        first = send_held(pool, client, gate)
+        expiring, patient = queue_in_order(pool, client, serve, [([1.0], {"timeout": 50_000}), ([2.0], {})])
+        time.sleep(0.2)  # pacing: let the first queued request's 50 ms timeout expire
+        gate.open()
+        assert doubled(first.result(WAIT_S)) == [0.0]
+        assert doubled(expiring.result(WAIT_S)) == [1.0]  # delayed, yet served
+        assert doubled(patient.result(WAIT_S)) == [2.0]
     assert calls == [[0.0], [2.0], [1.0]]
 
 
 def test_request_timeout_is_ignored_without_override(make_serve: Callable[..., Serve]) -> None:
     calls: list[list[float]] = []
+    gate = Gate()
     policy = QueuePolicy(allow_timeout_override=False)
     config = ModelConfig(batcher=DynamicBatcher(default_queue_policy=policy))
-    with Gate() as gate:
-        serve = start(make_serve, recording_model(calls, gate), config)
-        with ThreadPoolExecutor(2) as pool, httpx.Client(base_url=serve.http_url) as client:
-            first = pool.submit(infer, client, [0.0])
-            assert gate.entered.wait(WAIT_S)
-            (patient,) = queue_in_order(pool, client, serve, [([1.0], {"timeout": 50_000})])
-            time.sleep(0.2)  # pacing: well past the ignored 50 ms timeout
-            assert not patient.done()
-            wait_queued(serve, 1)
-            gate.open()
-            assert doubled(first.result(WAIT_S)) == [0.0]
-            assert doubled(patient.result(WAIT_S)) == [1.0]
+    serve = start(make_serve, recording_model(calls, gate), config)
+    with httpx.Client(base_url=serve.http_url) as client, ThreadPoolExecutor(2) as pool, gate:
+        first = send_held(pool, client, gate)
+        (patient,) = queue_in_order(pool, client, serve, [([1.0], {"timeout": 50_000})])
+        time.sleep(0.2)  # pacing: well past the ignored 50 ms timeout
+        assert not patient.done()
+        wait_queued(serve, 1)
+        gate.open()
+        assert doubled(first.result(WAIT_S)) == [0.0]
+        assert doubled(patient.result(WAIT_S)) == [1.0]
     assert calls == [[0.0], [1.0]]
 
 
 def test_full_queue_rejects_at_once(make_serve: Callable[..., Serve]) -> None:
     calls: list[list[float]] = []
-    policy = QueuePolicy(max_queue_size=2)
-    config = ModelConfig(batcher=DynamicBatcher(default_queue_policy=policy))
-    with Gate() as gate:
-        serve = start(make_serve, recording_model(calls, gate), config)
-        with ThreadPoolExecutor(3) as pool, httpx.Client(base_url=serve.http_url) as client:
-            first = pool.submit(infer, client, [0.0])
-            assert gate.entered.wait(WAIT_S)
-            queued = queue_in_order(pool, client, serve, [([1.0], {}), ([2.0], {})])
-            started = time.monotonic()
-            rejected = infer(client, [3.0])
-            elapsed = time.monotonic() - started
-            gate.open()
-            for n, future in enumerate([first, *queued]):
-                assert doubled(future.result(WAIT_S)) == [float(n)]
+    gate = Gate()
+    config = ModelConfig(batcher=DynamicBatcher(default_queue_policy=QueuePolicy(max_queue_size=2)))
+    serve = start(make_serve, recording_model(calls, gate), config)
+    with httpx.Client(base_url=serve.http_url) as client, ThreadPoolExecutor(3) as pool, gate:
+        first = send_held(pool, client, gate)
+        queued = queue_in_order(pool, client, serve, [([1.0], {}), ([2.0], {})])
+        started = time.monotonic()
+        rejected = infer(client, [3.0])
+        elapsed = time.monotonic() - started
+        gate.open()
+        for n, future in enumerate([first, *queued]):
+            assert doubled(future.result(WAIT_S)) == [float(n)]
     assert rejected.status_code == 503, rejected.text
     assert "Exceeds maximum queue size" in rejected.json()["error"]
     assert elapsed < 1.0, f"the rejection took {elapsed:.3f} s"
@@ -392,16 +391,15 @@ def test_full_queue_rejects_at_once(make_serve: Callable[..., Serve]) -> None:
 
 def test_request_of_a_client_that_went_away_is_never_run(make_serve: Callable[..., Serve]) -> None:
     calls: list[list[float]] = []
-    with Gate() as gate:
-        serve = start(make_serve, recording_model(calls, gate), ModelConfig())
-        with ThreadPoolExecutor(2) as pool, httpx.Client(base_url=serve.http_url) as client:
-            first = pool.submit(infer, client, [0.0])
-            assert gate.entered.wait(WAIT_S)
-            with pytest.raises(httpx.ReadTimeout):
-                infer(client, [777.0], timeout_s=0.3)
-            wait_queued(serve, 0)  # the server noticed the disconnect and dropped the request
-            (later,) = queue_in_order(pool, client, serve, [([5.0], {})])
-            gate.open()
-            assert doubled(first.result(WAIT_S)) == [0.0]
-            assert doubled(later.result(WAIT_S)) == [5.0]
+    gate = Gate()
+    serve = start(make_serve, recording_model(calls, gate), ModelConfig())
+    with httpx.Client(base_url=serve.http_url) as client, ThreadPoolExecutor(2) as pool, gate:
+        first = send_held(pool, client, gate)
+        with pytest.raises(httpx.ReadTimeout):
+            infer(client, [777.0], timeout_s=0.3)
+        wait_queued(serve, 0)  # the server noticed the disconnect and dropped the request
+        (later,) = queue_in_order(pool, client, serve, [([5.0], {})])
+        gate.open()
+        assert doubled(first.result(WAIT_S)) == [0.0]
+        assert doubled(later.result(WAIT_S)) == [5.0]
     assert calls == [[0.0], [5.0]]

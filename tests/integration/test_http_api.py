@@ -307,9 +307,7 @@ def test_infer_with_binary_input_tensors(client: httpx.Client) -> None:
 
 
 def test_binary_data_output_returns_every_output_as_raw_bytes(client: httpx.Client) -> None:
-    response = client.post(
-        "/v2/models/add_sub/infer", json={**ADD_SUB, "parameters": {"binary_data_output": True}}
-    )
+    response = client.post("/v2/models/add_sub/infer", json={**ADD_SUB, "parameters": {"binary_data_output": True}})
     header, raw = binary_response(response)
     assert header["model_name"] == "add_sub"
     assert [(o["name"], o["datatype"], o["shape"]) for o in header["outputs"]] == [
@@ -372,13 +370,9 @@ def test_version_routing(client: httpx.Client, path: str, expected: tuple[str, f
     assert client.get(path).json()["versions"] == [expected[0]]
 
 
-@pytest.mark.parametrize(
-    ("method", "suffix"), [("POST", "/infer"), ("GET", ""), ("GET", "/config"), ("GET", "/ready")]
-)
+@pytest.mark.parametrize(("method", "suffix"), [("POST", "/infer"), ("GET", ""), ("GET", "/config"), ("GET", "/ready")])
 def test_unknown_version_is_404(client: httpx.Client, method: str, suffix: str) -> None:
-    response = client.request(
-        method, f"/v2/models/versioned/versions/3{suffix}", json={"inputs": [vector("x", [10])]}
-    )
+    response = client.request(method, f"/v2/models/versioned/versions/3{suffix}", json={"inputs": [vector("x", [10])]})
     assert response.status_code == 404
     error = response.json()["error"]
     assert "'versioned'" in error
@@ -393,7 +387,9 @@ def test_bytes_over_json(client: httpx.Client) -> None:
 def test_bytes_over_binary(client: httpx.Client) -> None:
     data = bytes_tensor(b"ab", b"", b"\xff\x00z")
     header = {
-        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [1, 3], "parameters": {"binary_data_size": len(data)}}],
+        "inputs": [
+            {"name": "text", "datatype": "BYTES", "shape": [1, 3], "parameters": {"binary_data_size": len(data)}}
+        ],
         "parameters": {"binary_data_output": True},
     }
     body, headers = binary_request(header, data)

@@ -63,11 +63,8 @@ def children_of(pid: int) -> set[int]:
 
 
 def segments_of_pid(pid: int) -> list[str]:
-    return [name for name in os.listdir("/dev/shm") if name.startswith(f"pybind_serve_{pid}_")]
-
-
-def our_segments() -> set[str]:
-    return {name for name in os.listdir("/dev/shm") if name.startswith("pybind_serve_")}
+    """The /dev/shm segments of the servers a process started (other test runs may share /dev/shm)."""
+    return sorted(name for name in os.listdir("/dev/shm") if name.startswith(f"pybind_serve_{pid}_"))
 
 
 def refuses_connections(port: int) -> bool:
@@ -90,7 +87,7 @@ def mul_div(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
 
 @batch
 def whoami(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
-    pid = np.full(a.shape, os.getpid(), dtype=np.float32)  # a float32 holds any pid exactly (pids < 2**22)
+    pid = np.full(a.shape, os.getpid(), dtype=np.float32)  # exact: float32 holds every int < 2**24, pids are <= 2**22
     return {"add": pid, "sub": pid}
 
 
@@ -147,13 +144,13 @@ def test_port_in_use_fails_fast_and_leaves_nothing_behind(make_serve: MakeServe,
     taken = first.http_port if kind == "http" else first.metrics_port
     second = make_serve(**{f"{kind}_port": taken})
     bind(second)
-    children, segments = children_of(os.getpid()), our_segments()
+    children, segments = children_of(os.getpid()), segments_of_pid(os.getpid())
     started = time.monotonic()
     with pytest.raises(PortInUseError, match=f"{kind} port {taken} .* already in use"):
         second.run()
     assert time.monotonic() - started < 5
     assert children_of(os.getpid()) == children
-    assert our_segments() == segments
+    assert segments_of_pid(os.getpid()) == segments
     assert not second.is_ready()
     assert first.is_ready()
 
@@ -295,12 +292,11 @@ def server_process(tmp_path: Path) -> Iterator[Callable[[int], tuple[subprocess.
     script.write_text(SCRIPT)
 
     def start(instances: int) -> tuple[subprocess.Popen[bytes], str]:
-        stderr = (tmp_path / "stderr.txt").open("wb")
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        process = subprocess.Popen(
-            [sys.executable, str(script), str(instances)], stdout=subprocess.PIPE, stderr=stderr, env=env
-        )
-        stderr.close()
+        with (tmp_path / "stderr.txt").open("wb") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, str(script), str(instances)], stdout=subprocess.PIPE, stderr=stderr, env=env
+            )
         started.append(process)
         return process, _read_url(process, tmp_path / "stderr.txt")
 

@@ -1,0 +1,194 @@
+"""Every example end to end, as a user runs it: its server.py in a process, its client.py against it, SIGTERM.
+
+After SIGTERM the server must exit 0 within 15 s, with every process it started gone and no shared-memory
+segment of it left in /dev/shm.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import SHM, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+READY_TIMEOUT_S = 30
+CLIENT_TIMEOUT_S = 120
+EXIT_TIMEOUT_S = 15
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    http_port: int
+    metrics_port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel just handed out, held together so they differ, then released for the server."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def live_parents() -> dict[int, int]:
+    """pid -> parent pid of every live (non-zombie) process, read from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parents[int(entry)] = int(fields[1])
+    return parents
+
+
+def running(pids: set[int]) -> set[int]:
+    return pids & live_parents().keys()
+
+
+def descendants(pid: int) -> set[int]:
+    """Live processes below ``pid``."""
+    parents = live_parents()
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def segments_of(pid: int) -> list[str]:
+    return sorted(name for name in os.listdir(SHM) if name.startswith(f"pybind_serve_{pid}_"))
+
+
+def wait_ready(server: Server) -> None:
+    def ready() -> bool:
+        assert server.process.poll() is None, f"the server exited {server.process.returncode}:\n{server.output()}"
+        try:
+            return httpx.get(f"http://{server.url}/v2/health/ready", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    assert wait_until(ready, READY_TIMEOUT_S, 0.1), f"not ready within {READY_TIMEOUT_S} s:\n{server.output()}"
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[[str], Server]]:
+    """``start_server(name)`` runs ``examples/<name>/server.py`` on free ports; always killed at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str) -> Server:
+        http_port, metrics_port = free_ports(2)
+        log = tmp_path / f"{name}-server.log"
+        command = [sys.executable, f"examples/{name}/server.py", "--http-port", str(http_port)]
+        command += ["--metrics-port", str(metrics_port)]
+        with log.open("wb") as sink:
+            process = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+        started.append(process)
+        server = Server(process, http_port, metrics_port, log)
+        wait_ready(server)
+        return server
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(EXIT_TIMEOUT_S)
+
+
+def run_client(name: str, *options: str) -> str:
+    command = [sys.executable, f"examples/{name}/client.py", *options]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=CLIENT_TIMEOUT_S)
+    assert done.returncode == 0, f"{name} client exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def stop(server: Server) -> None:
+    """SIGTERM, as a process manager stops it: exit 0, nothing left behind."""
+    processes = descendants(server.process.pid)
+    assert processes, "the server runs no front process"
+    server.process.send_signal(signal.SIGTERM)
+    try:
+        returncode = server.process.wait(EXIT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the server did not exit within {EXIT_TIMEOUT_S} s of SIGTERM:\n{server.output()}")
+    assert returncode == 0, f"the server exited {returncode} on SIGTERM:\n{server.output()}"
+    assert wait_until(lambda: not running(processes), EXIT_TIMEOUT_S), (
+        f"the server left processes running: {running(processes)}"
+    )
+    assert segments_of(server.process.pid) == []
+
+
+def printed(stdout: str, label: str) -> object:
+    """The Python literal the client printed after ``label:``."""
+    found = re.search(rf"^\s*{re.escape(label)}: (.*)$", stdout, re.MULTILINE)
+    assert found, f"no {label!r} line in:\n{stdout}"
+    return ast.literal_eval(found.group(1))
+
+
+def test_add_sub(start_server: Callable[[str], Server]) -> None:
+    server = start_server("add_sub")
+    stdout = run_client("add_sub", "--url", server.url)
+    assert printed(stdout, "add") == [[float(i + 1) for i in range(16)]]
+    assert printed(stdout, "sub") == [[float(i - 1) for i in range(16)]]
+    stop(server)
+
+
+def test_identity(start_server: Callable[[str], Server]) -> None:
+    server = start_server("identity")
+    stdout = run_client("identity", "--url", server.url)
+    with_mask, without_mask = stdout.split("with mask=False:")
+    assert "with mask=True:" in with_mask
+    for part, mask in ((with_mask, [[False]]), (without_mask, [[True]])):  # absent: filled with True
+        assert printed(part, "fp32_out") == [[1.5, -2.0, 3.25]]
+        assert printed(part, "fp16_out") == [[0.5, 1.0]]
+        assert printed(part, "int8_out") == [[-128, 0, 127]]
+        assert printed(part, "text_out") == [["héllo wörld".encode()]]
+        assert printed(part, "mask_out") == mask
+    stop(server)
+
+
+def test_sleepy(start_server: Callable[[str], Server]) -> None:
+    server = start_server("sleepy")
+    metrics_url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    stdout = run_client("sleepy", "--url", server.url, "--metrics-url", metrics_url)
+    assert re.search(r"^128 requests in [0-9.]+ s$", stdout, re.MULTILINE), stdout
+    per_batch = re.search(r"^the model ran (\d+) batches: ([0-9.]+) requests per batch$", stdout, re.MULTILINE)
+    assert per_batch, stdout
+    assert float(per_batch.group(2)) > 1, f"no dynamic batching happened:\n{stdout}"
+    stop(server)
+
+
+def test_every_example_has_a_test_here() -> None:
+    examples = {path.parent.name for path in (ROOT / "examples").glob("*/server.py")}
+    assert examples >= {"add_sub", "identity", "sleepy"}, examples
+    untested = sorted(name for name in examples if f"test_{name}" not in globals())
+    assert not untested, f"examples without an end-to-end test in {Path(__file__).name}: {untested}"

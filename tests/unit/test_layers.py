@@ -1,0 +1,73 @@
+"""Imports point down the layers only (STYLE.md), and importing the package never imports torch."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "pybind_serve"
+
+# Lower number = lower layer; a module may import only from layers strictly below its own (or its own package).
+LAYERS = {
+    "version": 0,
+    "errors": 0,
+    "dtypes": 1,
+    "tensor": 2,
+    "config": 3,
+    "request": 3,
+    "protocol": 4,
+    "decorators": 5,
+    "scheduler": 5,
+    "transport": 5,
+    "metrics": 5,
+    "worker": 6,
+    "front": 6,
+    "supervisor": 7,
+    "serve": 8,
+    "__init__": 9,
+}
+
+
+def top_level(module: Path) -> str:
+    return module.relative_to(PACKAGE).parts[0].removesuffix(".py")
+
+
+def internal_imports(module: Path) -> set[str]:
+    """The top-level pybind_serve modules that ``module`` imports."""
+    tree = ast.parse(module.read_text())
+    package_parts = module.relative_to(PACKAGE).parent.parts
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package_parts[: len(package_parts) - (node.level - 1)]
+            target = (*base, *(node.module.split(".") if node.module else ()))
+            # `from .. import name` at the top takes name from the package's __init__ unless name is a module
+            names = [target[0]] if target else [a.name if _is_module(a.name) else "__init__" for a in node.names]
+            found.update(names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pybind_serve."):
+            found.add(node.module.split(".")[1])
+    return found
+
+
+def _is_module(name: str) -> bool:
+    return (PACKAGE / f"{name}.py").exists() or (PACKAGE / name).is_dir()
+
+
+MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_point_down(module: Path) -> None:
+    own = top_level(module)
+    assert own in LAYERS, f"{own} has no layer: add it to LAYERS in this test"
+    upward = {name for name in internal_imports(module) if name != own and LAYERS.get(name, -1) >= LAYERS[own]}
+    assert not upward, f"{module.relative_to(PACKAGE)} imports {sorted(upward)}, which are not below it"
+
+
+def test_importing_the_package_does_not_import_torch() -> None:
+    code = "import pybind_serve, sys; assert 'torch' not in sys.modules; assert 'flask' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
