@@ -4,7 +4,7 @@
 # libb64.so.0d (Debian's libb64-0d, unpacked without root) and libcudart.so.12 (nvidia-cuda-runtime-cu12).
 # The same recipe as ../shared/anchors/setup.sh. Idempotent; prints the wrapper's path.
 set -euo pipefail
-venv=${1:-.venv}
+venv=$(cd "${1:-.venv}" && pwd)
 out="$venv/pabin"
 mkdir -p "$out"
 if [ ! -x "$out/perf_analyzer.bin" ]; then
@@ -18,7 +18,7 @@ fi
 "$venv/bin/python" -m pip install -q nvidia-cuda-runtime-cu12 2>&1 | grep -v 'is ignored' || true
 libs="$out/lib"
 if [ ! -e "$libs/libb64.so.0d" ]; then
-  if ldconfig -p | grep -q libb64.so.0d; then
+  if [ -z "${PA_FORCE_LOCAL_LIBB64:-}" ] && ldconfig -p | grep -q libb64.so.0d; then
     mkdir -p "$libs"
   else
     tmp=$(mktemp -d)
@@ -37,5 +37,6 @@ cat > "$out/perf_analyzer" <<WRAP
 LD_LIBRARY_PATH=$abs_libs:$cudart\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH} exec $abs_bin "\$@"
 WRAP
 chmod +x "$out/perf_analyzer"
-"$out/perf_analyzer" --help 2>&1 | grep -q -i usage
+help=$("$out/perf_analyzer" --help 2>&1 || true)
+grep -qi usage <<<"$help" || { echo "perf_analyzer does not run:"; echo "$help" | head -20; exit 1; }
 echo "$(cd "$out" && pwd)/perf_analyzer"
