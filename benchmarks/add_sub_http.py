@@ -1,12 +1,15 @@
-"""add_sub over HTTP at concurrency 1, 8 and 64: throughput and p50/p99 latency, beside the bare uvicorn ceiling.
+"""add_sub over HTTP and gRPC at concurrency 1, 8 and 64: throughput and p50/p99 latency, beside the bare
+uvicorn ceiling.
 
     python benchmarks/add_sub_http.py [--perf-analyzer PATH] [--seconds 3] [--repeat 3] [--no-ceiling]
+                                      [--protocols http,grpc]
 
 The load comes from perf_analyzer (``$PERF_ANALYZER``, ``perf_analyzer`` on PATH, or the one
-``.ci/perf_analyzer.sh`` puts in ``.venv/pabin``). The ceiling is ``../shared/anchors/ceiling_app.py`` (add_sub
-computed inline in a Starlette handler: no batching, no processes), run in the same session so the two are
-compared on the same machine minute; each figure is the median of ``--repeat`` runs. Results go to
-``benchmarks/results/add_sub_http.json`` and a Markdown table on stdout.
+``.ci/perf_analyzer.sh`` puts in ``.venv/pabin``), ``-i http`` or ``-i grpc`` against one add_sub server. The
+ceiling is ``../shared/anchors/ceiling_app.py`` (add_sub computed inline in a Starlette handler: no batching, no
+processes; HTTP only), run in the same session so that all are compared on the same machine minute; each figure
+is the median of ``--repeat`` runs. Results go to ``benchmarks/results/add_sub_http.json`` and a Markdown table
+on stdout.
 """
 
 from __future__ import annotations
@@ -76,9 +79,9 @@ def running(command: list[str], port: int, cwd: Path = ROOT) -> Iterator[None]:
             process.wait()
 
 
-def measure(perf_analyzer: str, port: int, concurrency: int, seconds: float) -> dict[str, float]:
+def measure(perf_analyzer: str, protocol: str, port: int, concurrency: int, seconds: float) -> dict[str, float]:
     command = [
-        perf_analyzer, "-m", "add_sub", "-i", "http", "-u", f"127.0.0.1:{port}", "--shape", "a:16", "--shape", "b:16",
+        perf_analyzer, "-m", "add_sub", "-i", protocol, "-u", f"127.0.0.1:{port}", "--shape", "a:16", "--shape", "b:16",
         "--concurrency-range", str(concurrency), "--measurement-interval", str(int(seconds * 1000)),
         "--max-trials", "10", "--stability-percentage", "50",
     ]  # fmt: skip
@@ -97,14 +100,20 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def bench_system(
-    name: str, command: list[str], port: int, cwd: Path, args: argparse.Namespace
-) -> dict[int, dict[str, float]]:
-    results = {}
-    with running(command, port, cwd):
-        for concurrency in CONCURRENCY:
-            runs = [measure(args.perf_analyzer, port, concurrency, args.seconds) for _ in range(args.repeat)]
-            results[concurrency] = median_of(runs)
-            print(f"  {name} c={concurrency}: {results[concurrency]}", file=sys.stderr, flush=True)
+    name: str, command: list[str], ports: dict[str, int], cwd: Path, args: argparse.Namespace
+) -> dict[str, dict[int, dict[str, float]]]:
+    """Start ``command`` (ready once HTTP ``ports["http"]`` says so) and load it over each protocol in ``ports``."""
+    results: dict[str, dict[int, dict[str, float]]] = {}
+    with running(command, ports["http"], cwd):
+        for protocol, port in ports.items():
+            label = f"{name} {protocol}"
+            results[label] = {}
+            for concurrency in CONCURRENCY:
+                runs = [
+                    measure(args.perf_analyzer, protocol, port, concurrency, args.seconds) for _ in range(args.repeat)
+                ]
+                results[label][concurrency] = median_of(runs)
+                print(f"  {label} c={concurrency}: {results[label][concurrency]}", file=sys.stderr, flush=True)
     return results
 
 
@@ -128,19 +137,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="perf_analyzer measurement window")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (the median is reported)")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the bare uvicorn ceiling")
+    parser.add_argument("--protocols", default="http,grpc", help="which of pybind_serve's fronts to load")
     args = parser.parse_args()
     args.perf_analyzer = find_perf_analyzer(args.perf_analyzer)
-    results: dict[str, dict[int, dict[str, float]]] = {}
-    port = free_port()
-    server = [
-        sys.executable,
-        "examples/add_sub/server.py",
-        "--http-port",
-        str(port),
-        "--metrics-port",
-        str(free_port()),
-    ]
-    results["pybind_serve http"] = bench_system("pybind_serve http", server, port, ROOT, args)
+    ports = {protocol: free_port() for protocol in args.protocols.split(",")}
+    ports.setdefault("http", free_port())  # readiness is asked over HTTP
+    server = [sys.executable, "examples/add_sub/server.py", "--metrics-port", str(free_port())]
+    server += ["--http-port", str(ports["http"]), "--grpc-port", str(ports.get("grpc", 0))]
+    loaded = {protocol: ports[protocol] for protocol in args.protocols.split(",")}
+    results = bench_system("pybind_serve", server, loaded, ROOT, args)
     if not args.no_ceiling and CEILING.exists():
         port = free_port()
         uvicorn = [
@@ -154,7 +159,7 @@ def main() -> None:
             "warning",
             "--no-access-log",
         ]
-        results["ceiling"] = bench_system("ceiling", uvicorn, port, CEILING.parent, args)
+        results["ceiling"] = bench_system("ceiling", uvicorn, {"http": port}, CEILING.parent, args)["ceiling http"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "add_sub_http.json").write_text(
         json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "results": results}, indent=2)

@@ -12,6 +12,7 @@ resolve a response from the class alone::
         │   └── BatchTooLargeError      more rows than max_batch_size      400    INVALID_ARGUMENT
         ├── PayloadTooLargeError        body over max_body_bytes           413    RESOURCE_EXHAUSTED
         ├── ModelNotFoundError          unknown model or version           404    NOT_FOUND
+        ├── UnsupportedError            a protocol feature we do not have  501    UNIMPLEMENTED
         ├── UnavailableError            not ready, stopping                503    UNAVAILABLE
         │   ├── ModelNotReadyError      bound but no worker serving it     503    UNAVAILABLE
         │   ├── QueueFullError          max_queue_size reached             503    UNAVAILABLE
@@ -23,7 +24,7 @@ resolve a response from the class alone::
         └── InternalServerError         a bug of ours                      500    INTERNAL
 
 Errors cross process boundaries as ``(type name, message)`` and are rebuilt with `from_wire`, never
-pickled.
+pickled; a client that only has the HTTP status rebuilds the nearest class with `from_http_status`.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ __all__ = [
     "ServeError",
     "StartupError",
     "UnavailableError",
+    "UnsupportedError",
     "WorkerDiedError",
+    "from_http_status",
     "from_wire",
 ]
 
@@ -82,6 +85,18 @@ class StartupError(ServeError, RuntimeError):
 class PortInUseError(StartupError):
     """A port the server was asked to listen on is already in use."""
 
+    @classmethod
+    def of(cls, kind: str, host: str, port: int) -> PortInUseError:
+        """The error for the ``kind`` port (``http``, ``grpc``, ``metrics``), saying how to get another.
+
+        >>> print(PortInUseError.of("grpc", "127.0.0.1", 8001))
+        grpc port 8001 on 127.0.0.1 is already in use: stop the other server, or pass grpc_port=0 to pick a free port
+        """
+        return cls(
+            f"{kind} port {port} on {host} is already in use: stop the other server, "
+            f"or pass {kind}_port=0 to pick a free port"
+        )
+
 
 class InferenceError(ServeError):
     """An error answered to a client: its class decides the status codes."""
@@ -104,6 +119,13 @@ class PayloadTooLargeError(InferenceError):
 class ModelNotFoundError(InferenceError):
     http_status = 404
     grpc_code = "NOT_FOUND"
+
+
+class UnsupportedError(InferenceError):
+    """A protocol feature pybind_serve does not have (e.g. loading models from a repository)."""
+
+    http_status = 501
+    grpc_code = "UNIMPLEMENTED"
 
 
 class UnavailableError(InferenceError):
@@ -153,6 +175,7 @@ _BY_NAME: dict[str, type[InferenceError]] = {
         BatchTooLargeError,
         PayloadTooLargeError,
         ModelNotFoundError,
+        UnsupportedError,
         UnavailableError,
         ModelNotReadyError,
         QueueFullError,
@@ -175,3 +198,25 @@ def from_wire(type_name: str, message: str) -> InferenceError:
     503
     """
     return _BY_NAME.get(type_name, ModelExecutionError)(message)
+
+
+_BY_HTTP_STATUS: dict[int, type[InferenceError]] = {
+    400: InvalidInputError,
+    404: ModelNotFoundError,
+    413: PayloadTooLargeError,
+    500: ModelExecutionError,
+    501: UnsupportedError,
+    503: UnavailableError,
+}
+
+
+def from_http_status(status: int, message: str) -> InferenceError:
+    """The error a client raises for an HTTP error answer: the most general class with that status.
+
+    A 500 becomes a `ModelExecutionError` (the function failed: the usual cause); a status no class
+    carries becomes a plain `InferenceError`.
+
+    >>> from_http_status(503, "queue of 'm' is full")
+    UnavailableError("queue of 'm' is full")
+    """
+    return _BY_HTTP_STATUS.get(status, InferenceError)(message)

@@ -59,6 +59,23 @@ class ModelStats:
     def fail(self, reason: str) -> None:
         self.failures[reason] = self.failures.get(reason, 0) + 1
 
+    def durations(self) -> dict[str, tuple[int, int]]:
+        """The (count, cumulative ns) figures of Triton's statistics answer that these counters hold honestly.
+
+        Durations are counted for successful requests, so their count is the success count; a failure's
+        duration is not tracked (0 ns), and queue and compute-input time also include requests whose
+        execution then failed.
+        """
+        ok = self.success
+        return {
+            "success": (ok, self.request_us * 1000),
+            "fail": (sum(self.failures.values()), 0),
+            "queue": (ok, self.queue_us * 1000),
+            "compute_input": (ok, self.input_us * 1000),
+            "compute_infer": (ok, self.infer_us * 1000),
+            "compute_output": (ok, self.output_us * 1000),
+        }
+
     def batch(self, rows: int) -> None:
         self.exec_count += 1
         self.inference_count += rows

@@ -34,6 +34,9 @@ __all__ = ["Serve"]
 log = logging.getLogger("pybind_serve")
 
 ModelFunction = Callable[[list[Request]], Any]
+# 512 MiB of tensors (e.g. two 256 MiB inputs) plus room for the message's own fields.
+GRPC_MAX_MESSAGE_BYTES = (512 + 16) << 20
+GRPC_MESSAGE_LIMIT = (1 << 31) - 1  # gRPC's message sizes are C ints
 
 
 class State(enum.Enum):
@@ -49,21 +52,23 @@ class _Binding:
 
 
 class Serve:
-    """Serve bound Python functions over HTTP (KServe v2 / Triton protocol), with dynamic batching.
+    """Serve bound Python functions over HTTP and gRPC (KServe v2 / Triton protocol), with dynamic batching.
 
     Lifecycle words follow PyTriton: `run` starts the server and returns at once (notebooks, tests),
     `serve` blocks until SIGINT/SIGTERM and then drains and stops, `stop` is idempotent. (uvicorn's ``run``
     blocks: ours does not.) Binding after `run` loads the model live; `unbind` unloads it.
 
-    ``http_port`` / ``metrics_port`` default to Triton's 8000 / 8002; 0 picks a free port (see `http_url`).
-    ``host`` is 127.0.0.1: pass ``"0.0.0.0"`` to serve other machines (e.g. in a container).
+    ``http_port`` / ``grpc_port`` / ``metrics_port`` default to Triton's 8000 / 8001 / 8002; 0 picks a free
+    port (see `http_url`, `grpc_url`), None turns gRPC or metrics off. ``host`` is 127.0.0.1: pass
+    ``"0.0.0.0"`` to serve other machines (e.g. in a container). ``max_body_bytes`` limits an HTTP request
+    body, ``grpc_max_message_bytes`` a gRPC request or response message.
 
     >>> import numpy as np
     >>> from pybind_serve import Serve, Tensor, batch
     >>> @batch
     ... def add_sub(a, b):
     ...     return {"add": a + b, "sub": a - b}
-    >>> with Serve(http_port=0, metrics_port=0) as s:
+    >>> with Serve(http_port=0, grpc_port=0, metrics_port=0) as s:
     ...     s.bind("add_sub", add_sub,
     ...            inputs=[Tensor("a", np.float32, (-1,)), Tensor("b", np.float32, (-1,))],
     ...            outputs=[Tensor("add", np.float32, (-1,)), Tensor("sub", np.float32, (-1,))])
@@ -77,27 +82,21 @@ class Serve:
         *,
         host: str = "127.0.0.1",
         http_port: int = 8000,
+        grpc_port: int | None = 8001,
         metrics_port: int | None = 8002,
         max_body_bytes: int = 512 << 20,
+        grpc_max_message_bytes: int = GRPC_MAX_MESSAGE_BYTES,
         drain_timeout_s: float = 30.0,
         startup_timeout_s: float = 30.0,
         log_level: str = "warning",
     ) -> None:
-        problems = [
-            f"{n} must be a port number (0 = any free port), got {p!r}"
-            for n, p in (("http_port", http_port), ("metrics_port", metrics_port))
-            if p is not None and not (isinstance(p, int) and 0 <= p <= 65535)
-        ]
-        if not isinstance(max_body_bytes, int) or max_body_bytes < 1:
-            problems.append(f"max_body_bytes must be a positive int, got {max_body_bytes!r}")
+        ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
+        problems = _port_problems(ports) + _size_problems(max_body_bytes, grpc_max_message_bytes)
         if problems:
             raise ConfigurationError.collect("Serve", problems)
-        self.host, self._ports = host, {"http": http_port, "metrics": metrics_port}
-        self.max_body_bytes, self.drain_timeout_s, self.startup_timeout_s = (
-            max_body_bytes,
-            drain_timeout_s,
-            startup_timeout_s,
-        )
+        self.host, self._ports = host, ports
+        self.max_body_bytes, self.grpc_max_message_bytes = max_body_bytes, grpc_max_message_bytes
+        self.drain_timeout_s, self.startup_timeout_s = drain_timeout_s, startup_timeout_s
         self.log_level = log_level
         self._state = State.NEW
         self._bindings: dict[tuple[str, int], _Binding] = {}
@@ -201,13 +200,24 @@ class Serve:
         return self._port("http")
 
     @property
+    def grpc_port(self) -> int | None:
+        return None if self._ports["grpc"] is None else self._port("grpc")
+
+    @property
     def metrics_port(self) -> int | None:
-        return self._ports["metrics"] and self._port("metrics")
+        return None if self._ports["metrics"] is None else self._port("metrics")
 
     @property
     def http_url(self) -> str:
         """``http://host:port`` of the KServe v2 REST endpoint (the bound port, also when 0 was asked)."""
         return f"http://{_url_host(self.host)}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str | None:
+        """``host:port`` of the KServe v2 gRPC endpoint, as gRPC channels and ``tritonclient.grpc`` take it
+        (no scheme); None when gRPC is off."""
+        port = self.grpc_port
+        return None if port is None else f"{_url_host(self.host)}:{port}"
 
     @property
     def metrics_url(self) -> str | None:
@@ -236,7 +246,7 @@ class Serve:
     def _start(self) -> None:
         for name in remove_stale_segments():
             log.info("removed shared memory %s of a server that died", name)
-        sockets = _listen_all(self.host, self._ports)
+        sockets = _listen_all(self.host, {kind: self._ports[kind] for kind in ("http", "metrics")})
         self._ports.update({kind: sock.getsockname()[1] for kind, sock in sockets.items()})
         self._lifeline = os.pipe()
         try:
@@ -247,10 +257,11 @@ class Serve:
         self._context = zmq.Context()
         self._control = ControlClient(self._context, self._endpoint)
         try:
-            self._control.call("ping", self.startup_timeout_s, alive=self._front_alive)
+            reply = self._control.call("ping", self.startup_timeout_s, alive=self._front_alive)
         except StartupError as exc:
             code = self._front.poll() if self._front is not None else None
             raise StartupError(f"{exc} (front exit code {code}); its stderr is above") from None
+        self._ports["grpc"] = _grpc_port(reply)
         self._supervisor = Supervisor.create(
             self._endpoint, self._owner, self._lifeline, self._context, self._worker_gone
         )
@@ -263,16 +274,21 @@ class Serve:
         options = {
             "owner": self._owner,
             "endpoint": self._endpoint,
+            "host": self.host,
             "http_fd": sockets["http"].fileno(),
             "metrics_fd": sockets["metrics"].fileno() if "metrics" in sockets else None,
+            "grpc_port": self._ports["grpc"],
             "lifeline_fd": self._lifeline[0],
             "max_body_bytes": self.max_body_bytes,
+            "grpc_max_message_bytes": self.grpc_max_message_bytes,
             "drain_timeout_s": self.drain_timeout_s,
             "log_level": self.log_level,
         }
         fds = [s.fileno() for s in sockets.values()] + [self._lifeline[0]]
         command = [sys.executable, "-m", "pybind_serve.front.process", json.dumps(options)]
-        return subprocess.Popen(command, pass_fds=fds, stdin=subprocess.DEVNULL)
+        # A session of its own: a signal to the owner's process group (Jupyter's kernel restart sends SIGTERM
+        # there) must not stop the front before its lifeline tells it the owner is gone, so that it cleans up.
+        return subprocess.Popen(command, pass_fds=fds, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def _front_alive(self) -> bool:
         return self._front is not None and self._front.poll() is None
@@ -376,6 +392,34 @@ def _spec(
     return ModelSpec(name, version, tuple(inputs), tuple(outputs), config, strict)
 
 
+def _port_problems(ports: dict[str, int | None]) -> list[str]:
+    return [
+        f"{kind}_port must be a port number (0 = any free port), got {port!r}"
+        for kind, port in ports.items()
+        if (port is not None or kind == "http") and not (type(port) is int and 0 <= port <= 65535)
+    ]
+
+
+def _size_problems(max_body_bytes: int, grpc_max_message_bytes: int) -> list[str]:
+    problems = []
+    if type(max_body_bytes) is not int or max_body_bytes < 1:
+        problems.append(f"max_body_bytes must be a positive int, got {max_body_bytes!r}")
+    if type(grpc_max_message_bytes) is not int or not 1 <= grpc_max_message_bytes <= GRPC_MESSAGE_LIMIT:
+        problems.append(
+            f"grpc_max_message_bytes must be an int in 1..{GRPC_MESSAGE_LIMIT}, got {grpc_max_message_bytes!r}"
+        )
+    return problems
+
+
+def _grpc_port(reply: dict[str, Any]) -> int | None:
+    """The port the front's gRPC server listens on (None: off), from its answer to ``ping``."""
+    error = reply.get("grpc_error")
+    if error:
+        raise (PortInUseError if error["type"] == "PortInUseError" else StartupError)(error["message"])
+    port = reply.get("grpc_port")
+    return None if port is None else int(port)
+
+
 def _listen_all(host: str, ports: dict[str, int | None]) -> dict[str, socket.socket]:
     """A listening socket per port asked for; if one cannot be had, those already bound are closed."""
     sockets: dict[str, socket.socket] = {}
@@ -399,10 +443,7 @@ def _listen(host: str, port: int, kind: str) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise PortInUseError(
-                f"{kind} port {port} on {host} is already in use: stop the other server, "
-                f"or pass {kind}_port=0 to pick a free port"
-            ) from None
+            raise PortInUseError.of(kind, host, port) from None
         raise StartupError(f"cannot listen on {host}:{port} for {kind}: {exc}") from exc
     sock.listen(2048)
     sock.set_inheritable(True)

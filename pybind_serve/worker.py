@@ -5,6 +5,10 @@ One `Worker` serves one model version over one DEALER socket, in a thread of the
 builds one `Request` per client request, calls the function, checks what it returned, writes the outputs
 into its own arena and answers with a descriptor. The front sends ``free`` once it has encoded the
 responses, and the output blocks are reused.
+
+A failing function answers every request of its batch with the error (the client sees it), and is logged by
+a `FailureLog` that never floods: in a notebook the log lands in a cell, so a burst of failures must not
+print a traceback per batch.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -27,9 +32,11 @@ from .transport.channel import WorkerChannel
 from .transport.frames import read_group, write_group
 from .transport.shm import Arena, Block, SegmentMap
 
-__all__ = ["Worker"]
+__all__ = ["FailureLog", "Worker"]
 
 log = logging.getLogger("pybind_serve.worker")
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 ModelFunction = Callable[[list[Request]], Any]
 
@@ -40,6 +47,7 @@ class Worker:
     def __init__(self, spec: ModelSpec, fn: ModelFunction, channel: WorkerChannel, arena: Arena) -> None:
         self.spec, self.fn, self.channel, self.arena = spec, fn, channel, arena
         self.segments = SegmentMap()
+        self.failures = FailureLog(spec.label)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def serve(self, segment_prefix: str) -> None:
@@ -137,7 +145,7 @@ class Worker:
         else:
             kind, message = ModelExecutionError.__name__, f"{label}: {type(exc).__name__}: {exc}"
         text = traceback.format_exc()
-        log.error("%s failed:\n%s", label, text)
+        self.failures.record(exc, time.monotonic())
         return {"op": "error", "id": batch_id, "type": kind, "message": message, "traceback": text}
 
     def close(self) -> None:
@@ -146,6 +154,44 @@ class Worker:
         self.arena.close()
         if self._loop is not None:
             self._loop.close()
+
+
+class FailureLog:
+    """Logs a model's failures without flooding the log (or a notebook's cells).
+
+    The first failure is logged at ERROR with the traceback of the user's code (pybind_serve's own frames
+    left out); later ones at most once per ``interval_s``, saying how many failed in between; the rest at
+    DEBUG. A failure the client caused (an `InferenceError` with a 4xx status, e.g. `InvalidInputError`
+    raised by the function) is the client's to see, and only ever logged at DEBUG.
+    """
+
+    def __init__(self, label: str, interval_s: float = 30.0) -> None:
+        self.label, self.interval_s = label, interval_s
+        self._last_logged: float | None = None
+        self._suppressed = 0
+
+    def record(self, exc: BaseException, now: float) -> None:
+        """Log ``exc`` (the exception being handled) as one failure of the model, at ``now`` (monotonic)."""
+        if isinstance(exc, InferenceError) and exc.http_status < 500:
+            log.debug("%s refused a request: %s", self.label, exc)
+            return
+        if self._last_logged is not None and now - self._last_logged < self.interval_s:
+            self._suppressed += 1
+            log.debug("%s failed: %s: %s", self.label, type(exc).__name__, exc)
+            return
+        since = f" ({self._suppressed} more failures since the last report)" if self._suppressed else ""
+        quiet = f"; further failures in the next {self.interval_s:g} s are logged at DEBUG"
+        log.error("%s failed%s%s:\n%s", self.label, since, quiet, user_traceback(exc))
+        self._last_logged, self._suppressed = now, 0
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback of ``exc`` without pybind_serve's own frames, unless those are all there is."""
+    error = traceback.TracebackException.from_exception(exc)
+    theirs = [frame for frame in error.stack if not frame.filename.startswith(_PACKAGE_DIR)]
+    if theirs:
+        error.stack = traceback.StackSummary.from_list(theirs)
+    return "".join(error.format()).rstrip("\n")
 
 
 async def _awaited(awaitable: Any) -> Any:

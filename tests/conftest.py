@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
+
+from pybind_serve import Serve
 
 SHM = "/dev/shm"
 
@@ -53,3 +56,29 @@ def no_leaks() -> Iterator[None]:
     )
     leaked = ours_in_shm() - shm_before
     assert not leaked, f"leaked shared memory segments: {sorted(leaked)}"
+
+
+@contextlib.contextmanager
+def module_server(setup: Callable[[Serve], None], warm_up: Callable[[Serve], None]) -> Iterator[Serve]:
+    """A running `Serve` on free loopback ports for a whole test module, checked for leaks once stopped.
+
+    Enter it in a module-scoped fixture, which pytest sets up before any function-scoped one (the autouse leak
+    check above included) and tears down after the module's last test. ``setup`` binds the models;
+    ``warm_up`` must call each of them once, because the front and each worker map their shared-memory arena on
+    their first request: so the server's processes and segments exist before each test's snapshot and after
+    it, and only what a test itself leaks is reported.
+    """
+    shm_before, children_before = ours_in_shm(), child_pids()
+    server = Serve(http_port=0, grpc_port=0, metrics_port=0)
+    try:
+        setup(server)
+        server.run()
+        warm_up(server)
+        yield server
+    finally:
+        server.stop()
+    assert wait_until(lambda: not (child_pids() - children_before), 15), (
+        f"the module's server leaked child processes: {child_pids() - children_before}"
+    )
+    leaked = ours_in_shm() - shm_before
+    assert not leaked, f"the module's server leaked shared memory segments: {sorted(leaked)}"

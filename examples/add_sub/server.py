@@ -1,7 +1,7 @@
 """add_sub: two FP32 vectors in, their sum and difference out, dynamically batched up to 64 rows.
 
-Run ``python examples/add_sub/server.py`` (Triton's ports: HTTP 8000, metrics 8002), then
-``python examples/add_sub/client.py``.
+Run ``python examples/add_sub/server.py`` (Triton's ports: HTTP 8000, gRPC 8001, metrics 8002), then
+``python examples/add_sub/client.py`` (or ``client.py --protocol grpc``).
 """
 
 from __future__ import annotations
@@ -32,12 +32,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     args = parser.parse_args()
-    with Serve(host=args.host, http_port=args.http_port, metrics_port=args.metrics_port) as serve:
+    ports = {"http_port": args.http_port, "grpc_port": args.grpc_port, "metrics_port": args.metrics_port}
+    with Serve(host=args.host, **ports) as serve:
         bind(serve)
         serve.run()
-        print(f"serving add_sub at {serve.http_url} (metrics: {serve.metrics_url}); Ctrl-C stops", flush=True)
+        where = f"{serve.http_url} and gRPC {serve.grpc_url} (metrics: {serve.metrics_url})"
+        print(f"serving add_sub at {where}; Ctrl-C stops", flush=True)
         serve.serve()
 
 

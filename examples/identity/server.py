@@ -34,9 +34,10 @@ def bind(serve: Serve) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     args = parser.parse_args()
-    with Serve(http_port=args.http_port, metrics_port=args.metrics_port) as serve:
+    with Serve(http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port) as serve:
         bind(serve)
         serve.run()
         print(f"serving identity at {serve.http_url}; Ctrl-C stops", flush=True)

@@ -37,9 +37,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ms", type=float, default=20.0, help="milliseconds per batch")
     parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     args = parser.parse_args()
-    with Serve(http_port=args.http_port, metrics_port=args.metrics_port) as serve:
+    with Serve(http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port) as serve:
         bind(serve, args.ms)
         serve.run()
         print(f"serving sleepy ({args.ms:g} ms per batch) at {serve.http_url}; Ctrl-C stops", flush=True)

@@ -19,23 +19,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..errors import (
-    InferenceError,
-    InternalServerError,
-    InvalidInputError,
-    ModelExecutionError,
-    PayloadTooLargeError,
-    UnavailableError,
-)
+from ..errors import InferenceError, InternalServerError, InvalidInputError, PayloadTooLargeError
 from ..metrics import Metrics
 from ..protocol import documents, rest
-from .dispatcher import Job
+from ..protocol.messages import InferRequest, ModelSpec
+from ..scheduler import Pending
+from . import inference, statistics
 from .models import Models
 
 __all__ = ["HttpOptions", "create_app", "error_response"]
 
 JSON = "application/json"
-EXTENSIONS = ["binary_tensor_data", "model_configuration", "parameters", "schedule_policy"]
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "parameters", "schedule_policy", "statistics"]
 
 
 @dataclass(frozen=True)
@@ -51,14 +46,6 @@ def error_response(exc: Exception) -> Response:
 
 def _json(document: Any) -> Response:
     return Response(json.dumps(document).encode(), media_type=JSON)
-
-
-def _failure_reason(exc: InferenceError) -> str:
-    if isinstance(exc, UnavailableError):
-        return "REJECTED"
-    if isinstance(exc, ModelExecutionError):
-        return "BACKEND"
-    return "OTHER"
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -90,21 +77,18 @@ def _header_length(request: Request) -> int | None:
         raise InvalidInputError(f"invalid Inference-Header-Content-Length {value!r}") from None
 
 
-class _ClientGone(Exception):
-    pass
-
-
-async def _outcome(request: Request, future: asyncio.Future[Any], cancel: Callable[[], None]) -> Any:
-    """The request's result; cancels its queued work if the client disconnects first."""
+async def _outcome(request: Request, pending: Pending) -> Any:
+    """The request's result; cancels its queued work if the client disconnects first (`ClientGone`)."""
+    future = pending.future
     watcher = asyncio.ensure_future(request.receive())
     watcher.add_done_callback(
-        lambda w: cancel() if not w.cancelled() and w.result()["type"] == "http.disconnect" else None
+        lambda w: pending.cancel() if not w.cancelled() and w.result()["type"] == "http.disconnect" else None
     )
     try:
         return await future
     except asyncio.CancelledError:
         if future.cancelled() and not _task_cancelling():
-            raise _ClientGone from None
+            raise inference.ClientGone from None
         raise
     finally:
         watcher.cancel()
@@ -122,26 +106,26 @@ def create_app(models: Models, metrics: Metrics, options: HttpOptions, is_servin
     async def infer(request: Request) -> Response:
         arrived = time.monotonic()
         params = request.path_params
-        stats = None
-        try:
-            entry = models.ready(params["name"], params.get("version"))
-            stats = metrics.model(entry.spec.name, entry.spec.version)
+
+        async def parse(spec: ModelSpec) -> InferRequest:
             body = await _read_body(request, options.max_body_bytes)
             body = rest.decode_body(body, request.headers.get("content-encoding"), options.max_body_bytes)
-            parsed = rest.parse_infer_request(body, _header_length(request), entry.spec)
-            job = Job(parsed, partial(rest.encode_infer_response, entry.spec, parsed), arrived)
-            pending = entry.scheduler.submit(job, parsed.rows, parsed.shape_key(), parsed.priority, parsed.timeout_us)
-            content, header_length = await _outcome(request, pending.future, pending.cancel)
+            return rest.parse_infer_request(body, _header_length(request), spec)
+
+        try:
+            content, header_length = await inference.infer(
+                models,
+                metrics,
+                (params["name"], params.get("version")),
+                parse,
+                rest.encode_infer_response,
+                arrived,
+                partial(_outcome, request),
+            )
         except InferenceError as exc:
-            if stats is not None:
-                stats.fail(_failure_reason(exc))
             return error_response(exc)
-        except _ClientGone:
-            if stats is not None:
-                stats.fail("CANCELED")
+        except inference.ClientGone:
             return Response(status_code=499)
-        stats.success += 1
-        stats.request_us += int((time.monotonic() - arrived) * 1e6)
         if header_length is None:
             return Response(content, media_type=JSON)
         return Response(
@@ -154,7 +138,7 @@ def create_app(models: Models, metrics: Metrics, options: HttpOptions, is_servin
         return Response(status_code=200)
 
     async def ready(_: Request) -> Response:
-        ok = is_serving() and all(entry.is_ready for entry in models.entries())
+        ok = is_serving() and models.all_ready()
         return Response(status_code=200 if ok else 503)
 
     async def server_metadata(_: Request) -> Response:
@@ -175,12 +159,11 @@ def create_app(models: Models, metrics: Metrics, options: HttpOptions, is_servin
     async def repository_index(request: Request) -> Response:
         body = await request.body()
         only_ready = bool(json.loads(body).get("ready")) if body.strip() else False
-        rows = [
-            (e.spec.name, e.spec.version, "READY" if e.is_ready else "UNAVAILABLE", "" if e.is_ready else "no worker")
-            for e in models.entries()
-            if e.is_ready or not only_ready
-        ]
-        return _json(documents.repository_index(rows))
+        return _json(documents.repository_index(models.index(only_ready)))
+
+    async def model_statistics(request: Request) -> Response:
+        name, version = request.path_params.get("name", ""), request.path_params.get("version", "")
+        return _json({"model_stats": statistics.model_statistics(models, metrics, name, version)})
 
     model = "/v2/models/{name}"
     versioned = "/v2/models/{name}/versions/{version}"
@@ -189,10 +172,12 @@ def create_app(models: Models, metrics: Metrics, options: HttpOptions, is_servin
         Route("/v2/health/ready", ready),
         Route("/v2", server_metadata),
         Route("/v2/repository/index", repository_index, methods=["GET", "POST"]),
+        Route("/v2/models/stats", model_statistics),  # before the model routes: "stats" is no model's name here
     ]
     for prefix in (model, versioned):
         routes += [
             Route(prefix, model_metadata),
+            Route(f"{prefix}/stats", model_statistics),
             Route(f"{prefix}/config", model_config),
             Route(f"{prefix}/ready", model_ready),
             Route(f"{prefix}/infer", infer, methods=["POST"]),

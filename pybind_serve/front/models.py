@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import ModelNotFoundError, ModelNotReadyError, UnavailableError
@@ -20,6 +21,7 @@ class ModelEntry:
     scheduler: Scheduler
     workers: set[str] = field(default_factory=set)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    on_change: Callable[[], None] = field(default=lambda: None, repr=False)  # readiness may have flipped
 
     @property
     def is_ready(self) -> bool:
@@ -28,26 +30,33 @@ class ModelEntry:
     def add_worker(self, identity: str) -> None:
         self.workers.add(identity)
         self.ready.set()
+        self.on_change()
 
     def remove_worker(self, identity: str) -> None:
         self.workers.discard(identity)
         if not self.workers:
             self.ready.clear()
+        self.on_change()
 
 
 class Models:
-    """Model versions by name; resolves the version a request asks for (none = the latest)."""
+    """Model versions by name; resolves the version a request asks for (none = the latest).
 
-    def __init__(self) -> None:
+    ``on_change`` is called whenever a model or a worker comes or goes (whether all are ready may flip).
+    """
+
+    def __init__(self, on_change: Callable[[], None] = lambda: None) -> None:
         self._by_name: dict[str, dict[int, ModelEntry]] = {}
+        self._on_change = on_change
 
     def load(self, spec: ModelSpec) -> ModelEntry:
         """Register a model version, replacing (and closing the queue of) one of the same name and version."""
         old = self._by_name.get(spec.name, {}).get(spec.version)
         if old is not None:
             old.scheduler.close(UnavailableError(f"{spec.label} was re-bound while the request waited; retry it"))
-        entry = ModelEntry(spec, Scheduler(spec.label, spec.config))
+        entry = ModelEntry(spec, Scheduler(spec.label, spec.config), on_change=self._on_change)
         self._by_name.setdefault(spec.name, {})[spec.version] = entry
+        self._on_change()
         return entry
 
     def unload(self, name: str, version: int) -> ModelEntry | None:
@@ -57,6 +66,7 @@ class Models:
             self._by_name.pop(name, None)
         if entry is not None:
             entry.scheduler.close(UnavailableError(f"{entry.spec.label} was unloaded"))
+            self._on_change()
         return entry
 
     def find(self, name: str, version: str | int | None = None) -> ModelEntry:
@@ -81,6 +91,27 @@ class Models:
 
     def entries(self) -> list[ModelEntry]:
         return [entry for versions in self._by_name.values() for entry in versions.values()]
+
+    def all_ready(self) -> bool:
+        """Whether every loaded model version has a worker."""
+        return all(entry.is_ready for entry in self.entries())
+
+    def matching(self, name: str, version: str) -> list[ModelEntry]:
+        """Every loaded version when ``name`` is empty, else those of ``name`` ("" version: all of them)."""
+        if not name:
+            return self.entries()
+        if version:
+            return [self.find(name, version)]
+        self.find(name)  # ModelNotFoundError for an unknown name
+        return list(self._by_name[name].values())
+
+    def index(self, only_ready: bool) -> list[tuple[str, int, str, str]]:
+        """The repository index rows (name, version, state, reason) of `documents.repository_index`."""
+        return [
+            (e.spec.name, e.spec.version, "READY" if e.is_ready else "UNAVAILABLE", "" if e.is_ready else "no worker")
+            for e in self.entries()
+            if e.is_ready or not only_ready
+        ]
 
     def close(self, error: Exception) -> None:
         for entry in self.entries():

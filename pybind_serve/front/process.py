@@ -1,8 +1,10 @@
 """The front process: ``python -m pybind_serve.front.process '<options JSON>'``, started by `Serve`.
 
-It serves HTTP (and metrics) on listening sockets the owner bound and passed down, batches requests, and
-talks to the workers and to the owner over one ZeroMQ ROUTER. It stops on SIGTERM (draining requests in
-flight) and at once when its lifeline pipe closes, which happens when the owner dies, however it dies.
+It serves HTTP (and metrics) on listening sockets the owner bound and passed down, and gRPC on a port it
+binds itself (grpcio cannot adopt a socket; the port, or why it could not be had, goes back in the answer to
+the owner's first ``ping``). It batches requests, and talks to the workers and to the owner over one ZeroMQ
+ROUTER. It stops on SIGTERM (draining requests in flight) and at once when its lifeline pipe closes, which
+happens when the owner dies, however it dies.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import uvicorn
 import zmq
 import zmq.asyncio
@@ -27,13 +30,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..errors import UnavailableError
+from ..errors import StartupError, UnavailableError
 from ..metrics import Metrics
 from ..protocol.messages import ModelSpec
 from ..transport.frames import decode, encode
 from ..transport.shm import Arena, remove_segments_of
 from ..version import __version__
 from .dispatcher import Dispatcher
+from .grpc import GrpcOptions, start_server
+from .health import Readiness
 from .http import HttpOptions, create_app
 from .models import Models
 
@@ -46,10 +51,13 @@ class FrontOptions:
 
     owner: str
     endpoint: str
+    host: str
     http_fd: int
     metrics_fd: int | None
+    grpc_port: int | None  # None: no gRPC; 0: any free port
     lifeline_fd: int
     max_body_bytes: int
+    grpc_max_message_bytes: int
     drain_timeout_s: float
     log_level: str
 
@@ -67,7 +75,9 @@ class Front:
 
     def __init__(self, options: FrontOptions) -> None:
         self.options = options
-        self.models = Models()
+        self.stopping = asyncio.Event()
+        self.readiness = Readiness(self.is_ready, self.stopping)
+        self.models = Models(on_change=self.readiness.changed)
         self.metrics = Metrics(pending=self._pending_counts)
         self.arena = Arena(options.owner, "front")
         self.context = zmq.asyncio.Context()
@@ -75,10 +85,11 @@ class Front:
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.bind(options.endpoint)
         self.dispatcher = Dispatcher(self.arena, self.send, self.metrics)
-        self.stopping = asyncio.Event()
         self.opened = False  # set by the owner once the models bound before run() are loaded
         self.owner_gone = False
         self._servers: list[_Server] = []
+        self._grpc: grpc.aio.Server | None = None
+        self._grpc_bound: dict[str, Any] = {}  # the port gRPC listens on, or why it could not bind
         self._control: dict[str, Callable[[dict[str, Any]], Any]] = {
             "ping": self._ping,
             "load": self._load,
@@ -92,6 +103,10 @@ class Front:
     def is_serving(self) -> bool:
         return self.opened and not self.stopping.is_set()
 
+    def is_ready(self) -> bool:
+        """What ``/v2/health/ready`` says: serving, and every model has a worker."""
+        return self.is_serving() and self.models.all_ready()
+
     def _pending_counts(self) -> dict[tuple[str, int], int]:
         return {(e.spec.name, e.spec.version): e.scheduler.pending_count for e in self.models.entries()}
 
@@ -103,10 +118,25 @@ class Front:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_reader(self.options.lifeline_fd, self._owner_died)
+        await self._start_grpc()  # before the first ping is answered: its answer reports the port
         tasks = [loop.create_task(self._receive())]
         tasks += [loop.create_task(server.serve(sockets=[sock])) for server, sock in self._build_servers()]
         await self.stopping.wait()
+        self.readiness.changed()
         await self._shutdown(tasks)
+
+    async def _start_grpc(self) -> None:
+        if self.options.grpc_port is None:
+            return
+        options = GrpcOptions(
+            self.options.host, self.options.grpc_port, self.options.grpc_max_message_bytes, __version__
+        )
+        try:
+            self._grpc, port = await start_server(self.models, self.metrics, self.readiness, self.is_serving, options)
+        except StartupError as exc:  # the owner raises it from run(), and stops us
+            self._grpc_bound = {"grpc_error": {"type": type(exc).__name__, "message": str(exc)}}
+        else:
+            self._grpc_bound = {"grpc_port": port}
 
     def _owner_died(self) -> None:
         asyncio.get_running_loop().remove_reader(self.options.lifeline_fd)
@@ -177,7 +207,7 @@ class Front:
         self.send(identity, reply)
 
     async def _ping(self, _: dict[str, Any]) -> dict[str, Any]:
-        return {"pid": os.getpid()}
+        return {"pid": os.getpid(), **self._grpc_bound}
 
     async def _load(self, frame: dict[str, Any]) -> None:
         self.models.load(ModelSpec.from_wire(frame["spec"]))
@@ -192,10 +222,11 @@ class Front:
         await asyncio.wait_for(entry.ready.wait(), frame["wait_s"])
 
     async def _status(self, _: dict[str, Any]) -> dict[str, Any]:
-        return {"ready": self.is_serving() and all(entry.is_ready for entry in self.models.entries())}
+        return {"ready": self.is_ready()}
 
     async def _open(self, _: dict[str, Any]) -> None:
         self.opened = True
+        self.readiness.changed()
 
     async def _worker_gone(self, frame: dict[str, Any]) -> None:
         self.dispatcher.remove(frame["identity"].encode(), frame["why"])
@@ -206,7 +237,9 @@ class Front:
             server.force_exit = self.owner_gone  # nobody is left to answer requests in flight
         if self.owner_gone:
             self.models.close(UnavailableError("the server is stopping"))
-        await asyncio.gather(*tasks[1:], return_exceptions=True)
+        grace = None if self.owner_gone else self.options.drain_timeout_s
+        stopped = [self._grpc.stop(grace)] if self._grpc is not None else []
+        await asyncio.gather(*tasks[1:], *stopped, return_exceptions=True)
         self.models.close(UnavailableError("the server is stopping"))
         self.dispatcher.close()
         tasks[0].cancel()

@@ -21,10 +21,11 @@ from ..config import DynamicBatcher, QueuePolicy
 from ..tensor import Tensor
 from .messages import ModelSpec
 
-__all__ = ["model_config", "model_metadata", "repository_index", "server_metadata"]
+__all__ = ["model_config", "model_metadata", "model_statistics", "repository_index", "server_metadata"]
 
 SERVER_NAME = "pybind_serve"
 BACKEND = "python"
+DURATIONS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output", "cache_hit", "cache_miss")
 
 
 def server_metadata(version: str, extensions: list[str]) -> dict[str, Any]:
@@ -127,3 +128,27 @@ def repository_index(entries: list[tuple[str, int, str, str]]) -> list[dict[str,
         {"name": name, "version": str(version), "state": state, "reason": reason}
         for name, version, state, reason in entries
     ]
+
+
+def model_statistics(
+    name: str, version: int, inference_count: int, execution_count: int, durations: dict[str, tuple[int, int]]
+) -> dict[str, Any]:
+    """One ``model_stats`` entry of Triton's statistics answer (``GET /v2/models/{name}/stats``, gRPC
+    ``ModelStatistics``). ``durations`` maps `DURATIONS` names to (count, cumulative ns); any not given, and
+    what is not tracked (``last_inference``, per-batch-size and memory figures), is zero or empty.
+
+    >>> model_statistics("add", 1, 8, 2, {"success": (8, 1_000)})["inference_stats"]["success"]
+    {'count': 8, 'ns': 1000}
+    """
+    return {
+        "name": name,
+        "version": str(version),
+        "last_inference": 0,
+        "inference_count": inference_count,
+        "execution_count": execution_count,
+        "inference_stats": {
+            key: {"count": count, "ns": ns} for key in DURATIONS for count, ns in [durations.get(key, (0, 0))]
+        },
+        "batch_stats": [],
+        "memory_usage": [],
+    }

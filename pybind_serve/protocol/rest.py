@@ -12,7 +12,8 @@ what was expected and what it got. Request parameters: ``priority``, ``timeout``
 ``binary_data_output`` are taken out; a request that belongs to a sequence (non-zero ``sequence_id``,
 ``sequence_start`` / ``sequence_end`` true) is rejected, as pybind_serve serves stateless models only;
 ``triton_``-prefixed keys (Triton's internal options) are dropped; the rest are the custom parameters
-passed to the function. Shared-memory tensors are rejected here.
+passed to the function. Shared-memory tensors are rejected here. The rules the gRPC codec shares (tensor
+names, datatypes, shapes, batch sizes, parameters, requested outputs) live in `inference`.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BatchTooLargeError, InvalidInputError, OutputValidationError, PayloadTooLargeError
+from ..errors import InvalidInputError, OutputValidationError, PayloadTooLargeError
 from ..tensor import Tensor
+from .inference import Inputs, apply_parameters, reject_shared_memory, requested_outputs, selected_outputs
 from .messages import InferRequest, ModelSpec, RequestedOutput
 from .tensor_codec import array_from_buffer, array_from_json, array_to_buffer, array_to_json, datatype_of
 
@@ -130,106 +132,46 @@ def _split_body(body: bytes, header_length: int | None) -> tuple[dict[str, Any],
 def _parse_inputs(entries: Any, binary: memoryview, spec: ModelSpec) -> tuple[dict[str, np.ndarray], int]:
     if not isinstance(entries, list):
         raise InvalidInputError(f"a request for {spec.label} needs an 'inputs' list, got {type(entries).__name__}")
-    specs = {tensor.name: tensor for tensor in spec.inputs}
-    inputs: dict[str, np.ndarray] = {}
-    rows, offset = 0, 0
+    inputs = Inputs(spec)
+    offset = 0
     for entry in entries:
-        tensor, datatype, shape, batch = _input_header(entry, specs, inputs, spec)
-        if rows and batch != rows:
-            raise InvalidInputError(
-                f"input {tensor.name!r} of {spec.label}: batch size {batch} differs from {rows} of input "
-                f"{next(iter(inputs))!r}; all inputs of a request must have the same batch size"
-            )
-        rows = batch
-        inputs[tensor.name], offset = _input_data(entry, tensor, datatype, shape, binary, offset, spec)
+        if not isinstance(entry, dict):
+            raise InvalidInputError(f"each entry of 'inputs' must be a JSON object, got {type(entry).__name__}")
+        tensor, datatype, shape = inputs.check(entry.get("name"), entry.get("datatype"), entry.get("shape"))
+        with inputs.reading(tensor):
+            array, offset = _input_data(entry, datatype, shape, binary, offset)
+        inputs.add(tensor, array)
     if offset != len(binary):
         raise InvalidInputError(
             f"the request for {spec.label} has {len(binary) - offset} bytes of binary data after its inputs "
             "(the sum of their binary_data_size)"
         )
-    missing = [tensor.name for tensor in spec.inputs if not tensor.optional and tensor.name not in inputs]
-    if missing:
-        noun = "input" if len(missing) == 1 else "inputs"
-        raise InvalidInputError(f"{spec.label}: missing required {noun} {_names(missing)}")
-    return inputs, rows or 1
-
-
-def _names(names: list[str]) -> str:
-    return ", ".join(repr(name) for name in names)
-
-
-def _input_header(
-    entry: Any, specs: dict[str, Tensor], seen: dict[str, np.ndarray], spec: ModelSpec
-) -> tuple[Tensor, str, list[int], int]:
-    if not isinstance(entry, dict):
-        raise InvalidInputError(f"each entry of 'inputs' must be a JSON object, got {type(entry).__name__}")
-    name = entry.get("name")
-    tensor = specs.get(name) if isinstance(name, str) else None
-    if tensor is None:
-        raise InvalidInputError(f"{spec.label} has no input {name!r}; expected inputs: {_names(list(specs))}")
-    if name in seen:
-        raise InvalidInputError(f"input {name!r} of {spec.label} is given twice")
-    shape = entry.get("shape")
-    if not isinstance(shape, list) or not all(type(dim) is int and dim >= 0 for dim in shape):
-        raise InvalidInputError(f"input {name!r} of {spec.label}: shape must be a list of ints >= 0, got {shape!r}")
-    datatype = datatype_of(tensor.dtype)
-    return tensor, datatype, shape, _check_input_type(tensor, datatype, entry.get("datatype"), shape, spec)
-
-
-def _check_input_type(tensor: Tensor, expected: str, datatype: Any, shape: list[int], spec: ModelSpec) -> int:
-    """Compare an input's datatype and shape with its spec; return its batch size (1 without batching)."""
-    config = spec.config
-    batching = config.batching
-    if datatype != expected or (batching and not shape) or not tensor.accepts(shape[1:] if batching else shape):
-        shown = [-1, *tensor.shape] if batching else list(tensor.shape)
-        raise InvalidInputError(
-            f"input {tensor.name!r} of {spec.label}: expected {expected} shape {shown}, got {datatype} {shape}"
-        )
-    if not batching:
-        return 1
-    batch = shape[0]
-    if batch > config.max_batch_size:
-        raise BatchTooLargeError(
-            f"input {tensor.name!r} of {spec.label}: batch size {batch} exceeds max_batch_size {config.max_batch_size}"
-        )
-    if batch < 1:
-        raise InvalidInputError(f"input {tensor.name!r} of {spec.label}: batch size must be at least 1, got {batch}")
-    return batch
+    return inputs.finish()
 
 
 def _input_data(
-    entry: dict[str, Any],
-    tensor: Tensor,
-    datatype: str,
-    shape: list[int],
-    binary: memoryview,
-    offset: int,
-    spec: ModelSpec,
+    entry: dict[str, Any], datatype: str, shape: list[int], binary: memoryview, offset: int
 ) -> tuple[np.ndarray, int]:
     """The input's array, from JSON ``data`` or from the binary data at ``offset``; and the next offset."""
-    try:
-        parameters = entry.get("parameters")
-        if parameters is None:
-            parameters = _NO_PARAMETERS
-        elif not isinstance(parameters, dict):
-            raise InvalidInputError(f"'parameters' must be a JSON object, got {parameters!r}")
-        if "shared_memory_region" in parameters:
-            raise InvalidInputError("shared-memory inputs are not supported")
-        size = parameters.get("binary_data_size")
-        if ("data" in entry) == (size is not None):
-            both = "data" in entry
-            raise InvalidInputError(f"give {'only one of' if both else 'either'} 'data' or parameters.binary_data_size")
-        if size is None:
-            return array_from_json(entry["data"], datatype, shape), offset
-        if type(size) is not int or size < 0:
-            raise InvalidInputError(f"binary_data_size must be an int >= 0, got {size!r}")
-        if offset + size > len(binary):
-            raise InvalidInputError(
-                f"binary_data_size is {size} but only {len(binary) - offset} bytes of binary data remain"
-            )
-        return array_from_buffer(binary[offset : offset + size], datatype, shape), offset + size
-    except InvalidInputError as exc:
-        raise InvalidInputError(f"input {tensor.name!r} of {spec.label}: {exc}") from None
+    parameters = entry.get("parameters")
+    if parameters is None:
+        parameters = _NO_PARAMETERS
+    elif not isinstance(parameters, dict):
+        raise InvalidInputError(f"'parameters' must be a JSON object, got {parameters!r}")
+    reject_shared_memory(parameters)
+    size = parameters.get("binary_data_size")
+    if ("data" in entry) == (size is not None):
+        both = "data" in entry
+        raise InvalidInputError(f"give {'only one of' if both else 'either'} 'data' or parameters.binary_data_size")
+    if size is None:
+        return array_from_json(entry["data"], datatype, shape), offset
+    if type(size) is not int or size < 0:
+        raise InvalidInputError(f"binary_data_size must be an int >= 0, got {size!r}")
+    if offset + size > len(binary):
+        raise InvalidInputError(
+            f"binary_data_size is {size} but only {len(binary) - offset} bytes of binary data remain"
+        )
+    return array_from_buffer(binary[offset : offset + size], datatype, shape), offset + size
 
 
 def _parse_id(document: dict[str, Any]) -> str:
@@ -244,65 +186,20 @@ def _apply_parameters(request: InferRequest, parameters: Any, spec: ModelSpec) -
         return
     if not isinstance(parameters, dict):
         raise InvalidInputError(f"request 'parameters' must be a JSON object, got {parameters!r}")
-    request.priority = _non_negative_int(parameters.pop("priority", 0), "priority")
-    request.timeout_us = _non_negative_int(parameters.pop("timeout", 0), "timeout")
-    binary_output = parameters.pop("binary_data_output", False)
+    binary_output = parameters.pop("binary_data_output", False)  # the binary tensor data extension's own
     if not isinstance(binary_output, bool):
         raise InvalidInputError(f"parameter 'binary_data_output' must be true or false, got {binary_output!r}")
     request.binary_output = binary_output
-    _drop_sequence_parameters(parameters, spec)
-    request.parameters = {key: value for key, value in parameters.items() if not key.startswith("triton_")}
-
-
-def _non_negative_int(value: Any, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise InvalidInputError(f"parameter {name!r} must be an int >= 0, got {value!r}")
-    return value
-
-
-def _drop_sequence_parameters(parameters: dict[str, Any], spec: ModelSpec) -> None:
-    # tritonclient sends these only for sequence models; a stateful client silently served as stateless
-    # would get wrong answers, so anything but the "no sequence" values (0, "", false) is refused.
-    for name in ("sequence_id", "sequence_start", "sequence_end"):
-        value = parameters.pop(name, None)
-        if value not in (None, 0, "", False):
-            raise InvalidInputError(
-                f"{spec.label} does not support sequence batching (parameter {name!r} is {value!r}); "
-                "pybind_serve serves stateless models"
-            )
+    apply_parameters(request, parameters, spec)
 
 
 def _parse_outputs(outputs: Any, spec: ModelSpec) -> tuple[RequestedOutput, ...] | None:
-    if outputs is None or outputs == []:  # KServe: none requested means all outputs
+    if outputs is None:
         return None
     if not isinstance(outputs, list):
         raise InvalidInputError(f"request 'outputs' must be a list, got {type(outputs).__name__}")
-    known = [tensor.name for tensor in spec.outputs]
-    requested: dict[str, RequestedOutput] = {}
-    for entry in outputs:
-        name = entry.get("name") if isinstance(entry, dict) else None
-        if name not in known:
-            raise InvalidInputError(f"{spec.label} has no output {name!r}; known outputs: {_names(known)}")
-        if name in requested:
-            raise InvalidInputError(f"output {name!r} of {spec.label} is requested twice")
-        requested[name] = RequestedOutput(name, _output_binary(entry.get("parameters"), name, spec))
-    return tuple(requested.values())
-
-
-def _output_binary(parameters: Any, name: str, spec: ModelSpec) -> bool | None:
-    if parameters is None:
-        return None
-    where = f"output {name!r} of {spec.label}"
-    if not isinstance(parameters, dict):
-        raise InvalidInputError(f"{where}: 'parameters' must be a JSON object, got {parameters!r}")
-    if parameters.get("classification"):
-        raise InvalidInputError(f"{where}: classification extension is not supported")
-    if "shared_memory_region" in parameters:
-        raise InvalidInputError(f"{where}: shared-memory outputs are not supported")
-    binary = parameters.get("binary_data")
-    if binary is not None and not isinstance(binary, bool):
-        raise InvalidInputError(f"{where}: 'binary_data' must be true or false, got {binary!r}")
-    return binary
+    pairs = ((e.get("name"), e.get("parameters")) if isinstance(e, dict) else (None, None) for e in outputs)
+    return requested_outputs(pairs, spec)
 
 
 def encode_infer_response(
@@ -318,7 +215,7 @@ def encode_infer_response(
     """
     entries: list[dict[str, Any]] = []
     buffers: list[bytes | memoryview] = []
-    for tensor, array, binary in _selected_outputs(spec, request, outputs):
+    for tensor, array, binary in selected_outputs(spec, request, outputs):
         datatype = datatype_of(tensor.dtype)
         entry: dict[str, Any] = {"name": tensor.name, "datatype": datatype, "shape": list(array.shape)}
         if binary:
@@ -337,22 +234,6 @@ def encode_infer_response(
     if not buffers:
         return header, None
     return b"".join([header, *buffers]), len(header)
-
-
-def _selected_outputs(
-    spec: ModelSpec, request: InferRequest, outputs: dict[str, np.ndarray]
-) -> list[tuple[Tensor, np.ndarray, bool]]:
-    default = request.binary_output
-    if request.outputs is None:
-        return [(tensor, outputs[tensor.name], default) for tensor in spec.outputs if tensor.name in outputs]
-    by_name = {tensor.name: tensor for tensor in spec.outputs}
-    selected = []
-    for wanted in request.outputs:
-        array = outputs.get(wanted.name)
-        if array is None or wanted.name not in by_name:
-            raise OutputValidationError(f"output {wanted.name!r} of {spec.label} was requested but not returned")
-        selected.append((by_name[wanted.name], array, default if wanted.binary is None else wanted.binary))
-    return selected
 
 
 def _json_data(array: np.ndarray, datatype: str, tensor: Tensor, spec: ModelSpec) -> list[Any]:

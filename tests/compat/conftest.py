@@ -1,12 +1,5 @@
-"""Compat fixtures: one real `Serve` per test module, with the example models bound, on free loopback ports.
-
-The server starts in a module-scoped fixture, which pytest sets up before any function-scoped one (the
-autouse leak check of tests/conftest.py included) and tears down after the module's last test. Every model
-is called once before the first test, because the front and each worker map their shared-memory arena on
-their first request: so the server's processes and segments exist before each test's snapshot and after
-it, and only what a test itself leaks is reported. The fixture checks at module end that stopping the
-server released everything.
-"""
+"""Compat fixtures: one real `Serve` per test module, with the example models bound, on free loopback ports
+(`tests.conftest.module_server`: started once, every model warmed up, checked for leaks at module end)."""
 
 from __future__ import annotations
 
@@ -20,7 +13,7 @@ import pytest
 import tritonclient.http as httpclient
 
 from pybind_serve import Request, Serve, Tensor
-from tests.conftest import child_pids, ours_in_shm, wait_until
+from tests.conftest import module_server
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -70,28 +63,27 @@ def warm_up(url: str) -> None:
             client.infer(model, inputs)
 
 
+def bind_all(serve: Serve) -> None:
+    load_example("add_sub").bind(serve)
+    load_example("identity").bind(serve)
+    bind_echo(serve)
+
+
 @pytest.fixture(scope="module")
 def serve() -> Iterator[Serve]:
     """A running `Serve` with add_sub, identity and echo bound; stopped, and checked for leaks, at module end."""
-    shm_before, children_before = ours_in_shm(), child_pids()
-    server = Serve(http_port=0, metrics_port=0)
-    try:
-        load_example("add_sub").bind(server)
-        load_example("identity").bind(server)
-        bind_echo(server)
-        server.run()
-        warm_up(f"127.0.0.1:{server.http_port}")
+    with module_server(bind_all, lambda server: warm_up(f"127.0.0.1:{server.http_port}")) as server:
         yield server
-    finally:
-        server.stop()
-    assert wait_until(lambda: not (child_pids() - children_before), 15), (
-        f"the module's server leaked child processes: {child_pids() - children_before}"
-    )
-    leaked = ours_in_shm() - shm_before
-    assert not leaked, f"the module's server leaked shared memory segments: {sorted(leaked)}"
 
 
 @pytest.fixture
 def url(serve: Serve) -> str:
     """``host:port`` as tritonclient and perf_analyzer take it (no scheme)."""
     return f"127.0.0.1:{serve.http_port}"
+
+
+@pytest.fixture
+def grpc_url(serve: Serve) -> str:
+    """The gRPC endpoint's ``host:port``."""
+    assert serve.grpc_url is not None
+    return serve.grpc_url

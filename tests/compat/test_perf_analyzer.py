@@ -1,4 +1,4 @@
-"""NVIDIA's `perf_analyzer` load-tests add_sub over HTTP, in short bounded runs, and finds no errors."""
+"""NVIDIA's `perf_analyzer` load-tests add_sub over HTTP and gRPC, in short bounded runs, and finds no errors."""
 
 from __future__ import annotations
 
@@ -40,10 +40,10 @@ def metric(serve: Serve, family: str) -> float:
     return sum(float(value) for _, value in series)
 
 
-def run_perf_analyzer(binary: str, url: str, *options: str) -> str:
+def run_perf_analyzer(binary: str, protocol: str, url: str, *options: str) -> str:
     command = [
         binary,
-        *("-m", "add_sub", "-i", "http", "-u", url, "--shape", "a:16", "--shape", "b:16"),
+        *("-m", "add_sub", "-i", protocol, "-u", url, "--shape", "a:16", "--shape", "b:16"),
         *("--concurrency-range", "4", "--measurement-interval", "1000"),
         *("--max-trials", "3", "--stability-percentage", "100"),
         *options,
@@ -57,19 +57,24 @@ def run_perf_analyzer(binary: str, url: str, *options: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("options", "batch_size"),
+    ("protocol", "options", "batch_size"),
     [
-        pytest.param((), 1, id="defaults"),
-        pytest.param(("--input-data", "zero", "-b", "4"), 4, id="zero-batch4"),
-        pytest.param(("--input-data", "random", "-b", "4"), 4, id="random-batch4"),
+        pytest.param("http", (), 1, id="http-defaults"),
+        pytest.param("http", ("--input-data", "zero", "-b", "4"), 4, id="http-zero-batch4"),
+        pytest.param("http", ("--input-data", "random", "-b", "4"), 4, id="http-random-batch4"),
+        pytest.param("grpc", (), 1, id="grpc-defaults"),
     ],
 )
-def test_perf_analyzer(perf_analyzer: str, serve: Serve, url: str, options: tuple[str, ...], batch_size: int) -> None:
+def test_perf_analyzer(
+    perf_analyzer: str, serve: Serve, protocol: str, options: tuple[str, ...], batch_size: int
+) -> None:
     inferences_before = metric(serve, "nv_inference_count")
     assert inferences_before > 0  # the warm-up request: the metric is there
     failures_before = metric(serve, "nv_inference_request_failure")
+    url = serve.grpc_url if protocol == "grpc" else f"127.0.0.1:{serve.http_port}"
+    assert url is not None
 
-    output = run_perf_analyzer(perf_analyzer, url, *options)
+    output = run_perf_analyzer(perf_analyzer, protocol, url, *options)
 
     throughput = THROUGHPUT.search(output)
     assert throughput, f"no 'Throughput: N infer/sec' line:\n{output}"

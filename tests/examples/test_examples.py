@@ -32,12 +32,17 @@ EXIT_TIMEOUT_S = 15
 class Server:
     process: subprocess.Popen[bytes]
     http_port: int
+    grpc_port: int
     metrics_port: int
     log: Path
 
     @property
     def url(self) -> str:
         return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -106,14 +111,14 @@ def start_server(tmp_path: Path) -> Iterator[Callable[[str], Server]]:
     started: list[subprocess.Popen[bytes]] = []
 
     def start(name: str) -> Server:
-        http_port, metrics_port = free_ports(2)
+        http_port, grpc_port, metrics_port = free_ports(3)
         log = tmp_path / f"{name}-server.log"
         command = [sys.executable, f"examples/{name}/server.py", "--http-port", str(http_port)]
-        command += ["--metrics-port", str(metrics_port)]
+        command += ["--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port)]
         with log.open("wb") as sink:
             process = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
         started.append(process)
-        server = Server(process, http_port, metrics_port, log)
+        server = Server(process, http_port, grpc_port, metrics_port, log)
         wait_ready(server)
         return server
 
@@ -156,9 +161,10 @@ def printed(stdout: str, label: str) -> object:
 
 def test_add_sub(start_server: Callable[[str], Server]) -> None:
     server = start_server("add_sub")
-    stdout = run_client("add_sub", "--url", server.url)
-    assert printed(stdout, "add") == [[float(i + 1) for i in range(16)]]
-    assert printed(stdout, "sub") == [[float(i - 1) for i in range(16)]]
+    for options in (("--url", server.url), ("--protocol", "grpc", "--url", server.grpc_url)):
+        stdout = run_client("add_sub", *options)
+        assert printed(stdout, "add") == [[float(i + 1) for i in range(16)]], options
+        assert printed(stdout, "sub") == [[float(i - 1) for i in range(16)]], options
     stop(server)
 
 
@@ -187,8 +193,75 @@ def test_sleepy(start_server: Callable[[str], Server]) -> None:
     stop(server)
 
 
+@dataclass
+class FlaskApp:
+    """A Flask app of ``examples/flask_migration`` running as a user runs it (`stop` takes it as a `Server`)."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_flask_app(tmp_path: Path, name: str, started: list[subprocess.Popen[bytes]]) -> FlaskApp:
+    """``examples/flask_migration/<name>.py`` on a free port, once it answers HTTP."""
+    (port,) = free_ports(1)
+    log = tmp_path / f"flask-{name}.log"
+    with log.open("wb") as sink:
+        command = [sys.executable, f"examples/flask_migration/{name}.py", "--port", str(port)]
+        process = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+    started.append(process)
+    app = FlaskApp(process, port, log)
+
+    def answers() -> bool:
+        assert process.poll() is None, f"{name}.py exited {process.returncode}:\n{app.output()}"
+        try:
+            httpx.get(f"http://{app.url}/", timeout=2)  # any answer (a 404) means the app is up
+        except httpx.TransportError:
+            return False
+        return True
+
+    assert wait_until(answers, READY_TIMEOUT_S, 0.1), f"{name}.py not up within {READY_TIMEOUT_S} s:\n{app.output()}"
+    return app
+
+
+def test_flask_migration(tmp_path: Path) -> None:
+    """The same client gets the same answers from the plain Flask app and the migrated one, whose model
+    batched the 32 concurrent requests; SIGTERM stops the migrated app and everything it started."""
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        before, after = start_flask_app(tmp_path, "before", started), start_flask_app(tmp_path, "after", started)
+        plain = run_client("flask_migration", "--url", f"http://{before.url}").splitlines()
+        migrated = run_client("flask_migration", "--url", f"http://{after.url}").splitlines()
+        assert len(plain) == 65 and re.fullmatch(r"64 requests in [0-9.]+ s", plain[-1]), plain
+        assert migrated[:-1] == plain[:-1]
+        assert plain[-2].startswith("63 [5.1, 3.5] 400 ")  # the malformed request: the same error answer
+        metrics_url = re.search(r"metrics at (http://\S+)", after.output())
+        assert metrics_url, after.output()
+        metrics = httpx.get(metrics_url.group(1), timeout=10).text
+        counts = re.findall(r'^nv_inference(?:_exec)?_count\{model="classifier",version="1"\} (\d+)', metrics, re.M)
+        assert len(counts) == 2 and int(counts[1]) < int(counts[0]) == 63, metrics  # exec_count < count
+        stop(after)  # type: ignore[arg-type]  # a FlaskApp has what stop uses
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+            process.wait(EXIT_TIMEOUT_S)
+
+
+TESTED_ELSEWHERE = {"notebook": "tests/integration/test_notebook.py"}  # run by nbclient on a real kernel
+
+
 def test_every_example_has_a_test_here() -> None:
-    examples = {path.parent.name for path in (ROOT / "examples").glob("*/server.py")}
-    assert examples >= {"add_sub", "identity", "sleepy"}, examples
-    untested = sorted(name for name in examples if f"test_{name}" not in globals())
+    examples = {path.name for path in (ROOT / "examples").iterdir() if path.is_dir() and path.name != "__pycache__"}
+    assert examples >= {"add_sub", "identity", "sleepy", "flask_migration", "notebook"}, examples
+    untested = sorted(name for name in examples - TESTED_ELSEWHERE.keys() if f"test_{name}" not in globals())
     assert not untested, f"examples without an end-to-end test in {Path(__file__).name}: {untested}"
+    for path in TESTED_ELSEWHERE.values():
+        assert (ROOT / path).is_file(), path

@@ -47,7 +47,7 @@ def test_quick_start_runs() -> None:
     code = blocks[0]
     # Free ports instead of Triton's, and one request instead of blocking until Ctrl-C.
     assert code.count("Serve()") == 1 and code.count("serve.serve()") == 1, code
-    code = code.replace("Serve()", "Serve(http_port=0, metrics_port=0)")
+    code = code.replace("Serve()", "Serve(http_port=0, grpc_port=0, metrics_port=0)")
     code = code.replace("serve.serve()", "serve.run(); result = infer_add_sub(serve)")
     namespace: dict[str, Any] = {"__name__": "readme_quick_start", "infer_add_sub": infer_add_sub}
     exec(compile(code, "README.md#quick-start", "exec"), namespace)

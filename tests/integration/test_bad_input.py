@@ -84,7 +84,7 @@ def client() -> Iterator[httpx.Client]:
     """One server for the module (with a small max_body_bytes). Module-scoped fixtures start before the
     autouse leak check takes its first snapshot, and the warm-up makes every worker create its
     shared-memory arena now, so no test sees those segments appear."""
-    serve = Serve(http_port=0, metrics_port=0, max_body_bytes=MAX_BODY_BYTES)
+    serve = Serve(http_port=0, grpc_port=0, metrics_port=0, max_body_bytes=MAX_BODY_BYTES)
     try:
         bind_models(serve)
         serve.run()

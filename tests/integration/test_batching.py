@@ -8,7 +8,6 @@ function saw, in order.
 from __future__ import annotations
 
 import importlib.util
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,39 +19,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from pybind_serve import DynamicBatcher, ModelConfig, QueuePolicy, Request, Serve, Tensor, TimeoutAction, batch
+from tests.integration.conftest import WAIT_S, Gate, metric, wait_queued
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-WAIT_S = 10.0  # the most any request or wait of these tests may take
-
-
-class Gate:
-    """Holds the model's first call until `open`, so later requests queue behind it.
-
-    Use it as the innermost context manager (after the thread pool), so that a failing test opens it before
-    the pool waits for its threads.
-    """
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self._open = threading.Event()
-
-    def hold(self) -> None:
-        if not self.entered.is_set():
-            self.entered.set()
-            if not self._open.wait(WAIT_S):
-                raise RuntimeError("the test never opened the gate")
-
-    def open(self) -> None:
-        self._open.set()
-
-    def __enter__(self) -> Gate:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.open()
 
 
 def recording_model(calls: list[list[float]], gate: Gate | None = None, sleep_s: float = 0.0) -> Callable[..., Any]:
@@ -92,25 +63,6 @@ def doubled(response: httpx.Response) -> list[float]:
     """The output rows of a successful response, halved back (the models answer ``2 x``)."""
     assert response.status_code == 200, response.text
     return [v / 2 for v in response.json()["outputs"][0]["data"]]
-
-
-def metric(serve: Serve, name: str, **labels: str) -> float:
-    assert serve.metrics_url is not None
-    text = httpx.get(serve.metrics_url, timeout=WAIT_S).text
-    wanted = {"model": "m", "version": "1", **labels}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == wanted:
-                return float(sample.value)
-    raise AssertionError(f"no sample {name}{wanted} in:\n{text}")
-
-
-def wait_queued(serve: Serve, count: int) -> None:
-    """Wait until exactly ``count`` requests of model 'm' are queued (the pending-request gauge)."""
-    deadline = time.monotonic() + WAIT_S
-    while (queued := metric(serve, "nv_inference_pending_request_count")) != count:
-        assert time.monotonic() < deadline, f"{queued:g} requests queued, expected {count}"
-        time.sleep(0.01)
 
 
 def queue_in_order(

@@ -93,7 +93,7 @@ def client() -> Iterator[httpx.Client]:
     """One server for the module. Module-scoped fixtures start before the autouse leak check takes its
     first snapshot, and the warm-up makes every worker map its shared-memory arena now, so the segments
     a test's first inference would create already exist when each test's snapshot is taken."""
-    serve = Serve(http_port=0, metrics_port=0)
+    serve = Serve(http_port=0, grpc_port=0, metrics_port=0)
     try:
         bind_models(serve)
         serve.run()

@@ -125,23 +125,25 @@ def outputs(response: httpx.Response) -> dict[str, list[float]]:
 def test_run_returns_ready_and_reports_the_real_ports(make_serve: MakeServe) -> None:
     serve = make_serve()
     bind(serve)
-    with pytest.raises(StartupError, match="call run"):
-        _ = serve.http_url  # port 0 is chosen only when the server starts
+    for port in ("http_url", "grpc_url", "metrics_url"):
+        with pytest.raises(StartupError, match="call run"):
+            getattr(serve, port)  # port 0 is chosen only when the server starts
     assert serve.run() is serve
     assert serve.is_ready()
     assert serve.http_port > 0
     assert serve.http_url == f"http://127.0.0.1:{serve.http_port}"
-    assert serve.metrics_port not in (None, 0, serve.http_port)
+    assert serve.grpc_url == f"127.0.0.1:{serve.grpc_port}"
+    assert len({serve.http_port, serve.grpc_port, serve.metrics_port} - {None, 0}) == 3
     assert httpx.get(f"{serve.http_url}/v2/health/ready", timeout=TIMEOUT_S).status_code == 200
     assert outputs(infer(serve.http_url)) == {"add": [8.0, 12.0], "sub": [4.0, 4.0]}
     assert serve.metrics_url is not None
     assert httpx.get(serve.metrics_url, timeout=TIMEOUT_S).status_code == 200
 
 
-@pytest.mark.parametrize("kind", ["http", "metrics"])
+@pytest.mark.parametrize("kind", ["http", "grpc", "metrics"])
 def test_port_in_use_fails_fast_and_leaves_nothing_behind(make_serve: MakeServe, kind: str) -> None:
     first = make_serve().run()
-    taken = first.http_port if kind == "http" else first.metrics_port
+    taken = getattr(first, f"{kind}_port")
     second = make_serve(**{f"{kind}_port": taken})
     bind(second)
     children, segments = children_of(os.getpid()), segments_of_pid(os.getpid())
@@ -268,7 +270,7 @@ def add_sub(a, b):
 
 
 instances = int(sys.argv[1]) or None
-with Serve(http_port=0, metrics_port=None) as serve:
+with Serve(http_port=0, grpc_port=0, metrics_port=None) as serve:
     vector = (-1,)
     serve.bind(
         "add_sub",

@@ -23,6 +23,7 @@ from pybind_serve.errors import (
     ServeError,
     StartupError,
     UnavailableError,
+    UnsupportedError,
     WorkerDiedError,
     from_wire,
 )
@@ -33,6 +34,7 @@ TABLE = [
     (BatchTooLargeError, InvalidInputError, 400, "INVALID_ARGUMENT"),
     (PayloadTooLargeError, InferenceError, 413, "RESOURCE_EXHAUSTED"),
     (ModelNotFoundError, InferenceError, 404, "NOT_FOUND"),
+    (UnsupportedError, InferenceError, 501, "UNIMPLEMENTED"),
     (UnavailableError, InferenceError, 503, "UNAVAILABLE"),
     (ModelNotReadyError, UnavailableError, 503, "UNAVAILABLE"),
     (QueueFullError, UnavailableError, 503, "UNAVAILABLE"),

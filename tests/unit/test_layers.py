@@ -29,6 +29,7 @@ LAYERS = {
     "supervisor": 7,
     "serve": 8,
     "__init__": 9,
+    "integrations": 9,  # optional bridges: may use serve, and __init__ must never import them
 }
 
 

@@ -1,0 +1,333 @@
+"""The KServe v2 gRPC front (grpc.aio): ``inference.GRPCInferenceService`` and ``grpc.health.v1.Health``.
+
+It runs on the front process's event loop beside uvicorn: grpc.aio serves its calls on whichever asyncio loop
+starts the server (uvloop's included), so an infer call takes the HTTP request's path (`inference.infer`: the
+same registry, scheduler, dispatcher and metrics) without a thread hop. Every error answers with the gRPC
+status code of its `errors` class and its message as the details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import grpc
+
+from ..errors import (
+    InferenceError,
+    InvalidInputError,
+    ModelNotFoundError,
+    PortInUseError,
+    ServeError,
+    StartupError,
+    UnsupportedError,
+)
+from ..metrics import Metrics
+from ..protocol import grpc_codec
+from ..protocol.messages import InferRequest, ModelSpec
+from ..protocol.proto import grpc_service_pb2 as pb
+from ..protocol.proto import grpc_service_pb2_grpc as pb_grpc
+from ..protocol.proto import health_pb2_grpc
+from . import inference, statistics
+from .health import HealthServicer, Readiness
+from .models import Models
+
+__all__ = ["EXTENSIONS", "GrpcOptions", "InferenceServicer", "start_server", "status_code"]
+
+log = logging.getLogger("pybind_serve.front")
+
+# Binary tensor data is the REST extension for what gRPC's raw contents always do, so it is not listed here.
+EXTENSIONS = ["model_configuration", "parameters", "schedule_policy", "statistics"]
+NO_REPOSITORY = "pybind_serve has no model repository: models are loaded and unloaded with Serve.bind() / unbind()"
+NO_SHARED_MEMORY = "shared-memory regions are not supported yet: send the tensors in the request"
+
+_INFER_METHODS = ("ModelInfer", "ModelStreamInfer")
+_HANDLER_KINDS = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
+Decoded = grpc_codec.Received | InvalidInputError  # what the infer calls' deserializer hands over
+Answer = bytes | pb.ModelStreamInferResponse  # what ModelStreamInfer sends
+
+
+@dataclass(frozen=True)
+class GrpcOptions:
+    host: str
+    port: int  # 0: any free port
+    max_message_bytes: int  # for requests and responses alike
+    server_version: str
+
+
+def status_code(exc: BaseException) -> grpc.StatusCode:
+    """The gRPC status of an error: its `errors` class's ``grpc_code``, INTERNAL for anything else."""
+    return grpc.StatusCode[exc.grpc_code if isinstance(exc, ServeError) else "INTERNAL"]
+
+
+async def start_server(
+    models: Models, metrics: Metrics, readiness: Readiness, is_serving: Callable[[], bool], options: GrpcOptions
+) -> tuple[grpc.aio.Server, int]:
+    """Start serving on ``options.host:port``; the server and the port it listens on.
+
+    Raises `PortInUseError` when the port is taken, `StartupError` when it cannot be bound for another reason.
+    """
+    limit = options.max_message_bytes
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),  # grpc's default would let a second server share the port unnoticed
+        ]
+    )
+    servicer = InferenceServicer(models, metrics, readiness, is_serving, options.server_version)
+    _add_inference_servicer(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(readiness), server)
+    try:
+        port = _bind(server, options.host, options.port)
+    except StartupError:
+        await server.stop(None)
+        raise
+    await server.start()
+    return server, port
+
+
+def _add_inference_servicer(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
+    """What the generated ``add_GRPCInferenceServiceServicer_to_server`` does, except that infer requests are
+    decoded by `grpc_codec.decode_infer_request` (tensor bytes left in the received buffer) and that answers
+    may come serialized already (`grpc_codec.encode_infer_response` copies each output once, into them)."""
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    handlers = {}
+    for method in service.methods:
+        kind = _HANDLER_KINDS[(method.client_streaming, method.server_streaming)]
+        decode = _decode_infer_request if method.name in _INFER_METHODS else _message_class(method).FromString
+        handlers[method.name] = kind(getattr(servicer, method.name), decode, _serialize)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
+
+
+def _decode_infer_request(data: bytes) -> grpc_codec.Received | InvalidInputError:
+    # A deserializer's exception would end the call with UNKNOWN (and a whole stream with it): hand the error
+    # to the handler instead, which answers INVALID_ARGUMENT (on a stream: for this request only).
+    try:
+        return grpc_codec.decode_infer_request(data)
+    except InvalidInputError as exc:
+        return exc
+
+
+def _message_class(method: Any) -> Any:
+    return getattr(pb, method.input_type.name)
+
+
+def _serialize(answer: Any) -> bytes:
+    return answer if isinstance(answer, bytes) else answer.SerializeToString()
+
+
+def _bind(server: grpc.aio.Server, host: str, port: int) -> int:
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        return int(server.add_insecure_port(address))
+    except RuntimeError as exc:
+        if port and _in_use(host, port):
+            raise PortInUseError.of("grpc", host, port) from None
+        raise StartupError(f"cannot listen on {address} for grpc: {exc}") from None
+
+
+def _in_use(host: str, port: int) -> bool:
+    """Whether ``port`` is taken: grpc only says that binding failed, so ask the kernel with a plain bind."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def _answering_errors(method: Method) -> Method:
+    """End the call with the status of the error the method raised (INTERNAL, logged, for a bug of ours)."""
+
+    @functools.wraps(method)
+    async def answer(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except InferenceError as exc:
+            await context.abort(status_code(exc), str(exc))
+        except Exception as exc:
+            log.exception("the gRPC call %s failed", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal server error: {exc!r}")
+
+    return cast(Method, answer)
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """``inference.GRPCInferenceService`` over the front's models (method names are the protocol's)."""
+
+    def __init__(
+        self,
+        models: Models,
+        metrics: Metrics,
+        readiness: Readiness,
+        is_serving: Callable[[], bool],
+        server_version: str,
+    ) -> None:
+        self._models, self._metrics = models, metrics
+        self._readiness, self._is_serving = readiness, is_serving
+        self._server_version = server_version
+
+    @_answering_errors
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    @_answering_errors
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self._readiness())
+
+    @_answering_errors
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
+        try:
+            entry = self._models.find(request.name, request.version)
+        except ModelNotFoundError:  # as Triton: not ready (REST answers 404, which clients read as not ready)
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=entry.is_ready and self._is_serving())
+
+    @_answering_errors
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
+        return grpc_codec.server_metadata_response(self._server_version, EXTENSIONS)
+
+    @_answering_errors
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
+        return grpc_codec.model_metadata_response(self._models.find(request.name, request.version).spec)
+
+    @_answering_errors
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
+        return grpc_codec.model_config_response(self._models.find(request.name, request.version).spec)
+
+    @_answering_errors
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> pb.ModelStatisticsResponse:
+        entries = statistics.model_statistics(self._models, self._metrics, request.name, request.version)
+        return grpc_codec.model_statistics_response(entries)
+
+    @_answering_errors
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> pb.RepositoryIndexResponse:
+        return grpc_codec.repository_index_response(self._models.index(request.ready))
+
+    @_answering_errors
+    async def ModelInfer(self, request: Decoded, context: Any) -> bytes:
+        if isinstance(request, InvalidInputError):
+            raise request
+        return await self._infer(request)
+
+    async def _infer(self, received: grpc_codec.Received) -> bytes:
+        """The serialized response, or the error to answer with; cancelling the task takes the request out of
+        its queue."""
+        message = received.message
+
+        async def parse(spec: ModelSpec) -> InferRequest:
+            return grpc_codec.parse_infer_request(message, spec, received.raw)
+
+        model = (message.model_name, message.model_version)
+        encode = grpc_codec.encode_infer_response
+        return await inference.infer(self._models, self._metrics, model, parse, encode, time.monotonic())
+
+    async def ModelStreamInfer(
+        self, requests: AsyncIterator[Decoded], context: Any
+    ) -> AsyncIterator[bytes | pb.ModelStreamInferResponse]:
+        """One answer per request, each as soon as it is ready (so possibly out of order), carrying its id.
+
+        When the server starts stopping, reading stops, the requests in flight are answered, and the call ends
+        with UNAVAILABLE; when the client cancels, the requests in flight are cancelled.
+        """
+        stream = _Stream(self._stream_answer)
+        reader = asyncio.ensure_future(stream.read(requests))
+        stopping = asyncio.ensure_future(self._readiness.stopping.wait())
+        stopping.add_done_callback(lambda _: stream.stop_reading(reader))
+        try:
+            while (answer := await stream.answers.get()) is not None:
+                yield answer
+        finally:
+            stopping.cancel()
+            stream.cancel(reader)
+        if stream.cut_short:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is stopping; requests not answered above")
+
+    async def _stream_answer(self, received: Decoded) -> bytes | pb.ModelStreamInferResponse:
+        if isinstance(received, InvalidInputError):
+            return pb.ModelStreamInferResponse(error_message=str(received))
+        message = received.message
+        try:
+            return grpc_codec.encode_stream_response(await self._infer(received))
+        except InferenceError as exc:
+            error = str(exc)
+        except Exception as exc:
+            log.exception("a ModelStreamInfer request failed")
+            error = f"internal server error: {exc!r}"
+        echo = pb.ModelInferResponse(model_name=message.model_name, model_version=message.model_version, id=message.id)
+        return pb.ModelStreamInferResponse(error_message=error, infer_response=echo)
+
+    @_answering_errors
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: Any) -> Any:
+        raise UnsupportedError(f"cannot load model {request.model_name!r}: {NO_REPOSITORY}")
+
+    @_answering_errors
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, context: Any) -> Any:
+        raise UnsupportedError(f"cannot unload model {request.model_name!r}: {NO_REPOSITORY}")
+
+    @_answering_errors
+    async def _no_shared_memory(self, request: Any, context: Any) -> Any:
+        raise UnsupportedError(NO_SHARED_MEMORY)
+
+    # The shared-memory extension's six calls, declared so that clients get UNIMPLEMENTED with a reason.
+    SystemSharedMemoryStatus = SystemSharedMemoryRegister = SystemSharedMemoryUnregister = _no_shared_memory
+    CudaSharedMemoryStatus = CudaSharedMemoryRegister = CudaSharedMemoryUnregister = _no_shared_memory
+
+
+class _Stream:
+    """The requests of one ModelStreamInfer call in flight, and their answers in the order they are ready."""
+
+    def __init__(self, answer: Callable[[Decoded], Awaitable[Answer]]) -> None:
+        self.answers: asyncio.Queue[Answer | None] = asyncio.Queue()  # None: the end
+        self.cut_short = False  # reading stopped before the client closed its side
+        self._answer = answer
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def read(self, requests: AsyncIterator[Decoded]) -> None:
+        """Start answering each request as it arrives; once the client closes its side (or `stop_reading`),
+        wait for the answers in flight and queue the end."""
+        try:
+            async for message in requests:
+                task = asyncio.ensure_future(self._run(message))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        except asyncio.CancelledError:
+            if not self.cut_short:
+                raise  # cancelled by `cancel`: the call is over
+        except Exception:  # the client's side broke (e.g. a request that does not decode): end as if closed
+            log.debug("reading a ModelStreamInfer request failed", exc_info=True)
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+        self.answers.put_nowait(None)
+
+    async def _run(self, message: Decoded) -> None:
+        self.answers.put_nowait(await self._answer(message))
+
+    def stop_reading(self, reader: asyncio.Future[None]) -> None:
+        """The server is stopping: take no more requests (a pending read is dropped with the call)."""
+        if not reader.done():
+            self.cut_short = True
+            reader.cancel()
+
+    def cancel(self, reader: asyncio.Future[None]) -> None:
+        """The call is over (the client cancelled, or every answer was sent): cancel what is still running."""
+        reader.cancel()
+        for task in list(self._tasks):
+            task.cancel()

@@ -1,0 +1,231 @@
+"""KServe v2 gRPC messages (``inference.GRPCInferenceService``) <-> our request objects and documents, sans I/O.
+
+The gRPC front hands in the received bytes and sends back bytes::
+
+    received = decode_infer_request(data)                  # a serialized ModelInferRequest
+    request = parse_infer_request(received.message, spec, received.raw)
+    ... run the model ...
+    data = encode_infer_response(spec, request, outputs)   # a serialized ModelInferResponse
+
+Inputs come as ``raw_input_contents`` (what tritonclient and perf_analyzer send: one little-endian buffer per
+input, BYTES elements length-prefixed; `decode_infer_request` leaves them in the received buffer, and they are
+read as numpy views of it, never copied) or as typed ``contents`` lists (FP16 has none: it travels raw).
+Everything else about a request (names, datatypes, shapes, batch sizes, parameters, requested outputs) is
+checked by `inference`, as for REST, with the same messages. Outputs always go back as ``raw_output_contents``,
+copied once from the model's arrays into the serialized response (`protowire`). The metadata, config, index and
+statistics responses are built from the same `documents` dicts as the REST answers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+
+from ..dtypes import BYTES, from_datatype
+from ..errors import InvalidInputError
+from . import documents
+from .inference import Inputs, apply_parameters, reject_shared_memory, requested_outputs, selected_outputs
+from .messages import InferRequest, ModelSpec
+from .proto import grpc_service_pb2 as pb
+from .protowire import field_header, split_field
+from .tensor_codec import array_from_buffer, array_to_buffer, datatype_of
+
+__all__ = [
+    "Received",
+    "decode_infer_request",
+    "encode_infer_response",
+    "encode_stream_response",
+    "model_config_response",
+    "model_metadata_response",
+    "model_statistics_response",
+    "parameters_of",
+    "parse_infer_request",
+    "repository_index_response",
+    "server_metadata_response",
+]
+
+# Field numbers in grpc_service.proto.
+_RAW_INPUT_CONTENTS = pb.ModelInferRequest.RAW_INPUT_CONTENTS_FIELD_NUMBER
+_RAW_OUTPUT_CONTENTS = pb.ModelInferResponse.RAW_OUTPUT_CONTENTS_FIELD_NUMBER
+_INFER_RESPONSE = pb.ModelStreamInferResponse.INFER_RESPONSE_FIELD_NUMBER
+
+# The typed list each datatype travels in, and the dtype of that list: narrower ints share the 32-bit lists.
+_CONTENTS: dict[str, tuple[str, np.dtype[Any]]] = {
+    "BOOL": ("bool_contents", np.dtype(np.bool_)),
+    "UINT8": ("uint_contents", np.dtype(np.uint32)),
+    "UINT16": ("uint_contents", np.dtype(np.uint32)),
+    "UINT32": ("uint_contents", np.dtype(np.uint32)),
+    "UINT64": ("uint64_contents", np.dtype(np.uint64)),
+    "INT8": ("int_contents", np.dtype(np.int32)),
+    "INT16": ("int_contents", np.dtype(np.int32)),
+    "INT32": ("int_contents", np.dtype(np.int32)),
+    "INT64": ("int64_contents", np.dtype(np.int64)),
+    "FP32": ("fp32_contents", np.dtype(np.float32)),
+    "FP64": ("fp64_contents", np.dtype(np.float64)),
+    BYTES: ("bytes_contents", np.dtype(object)),
+}
+
+
+def parameters_of(parameters: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
+    """A parameters map as plain Python values (bool, int, str, float); a parameter with no value is None.
+
+    >>> parameters_of({"priority": pb.InferParameter(uint64_param=2), "tag": pb.InferParameter(string_param="a")})
+    {'priority': 2, 'tag': 'a'}
+    """
+    return {key: _value(parameter) for key, parameter in parameters.items()}
+
+
+def _value(parameter: pb.InferParameter) -> Any:
+    which = parameter.WhichOneof("parameter_choice")
+    return None if which is None else getattr(parameter, which)
+
+
+class Received(NamedTuple):
+    """A ModelInferRequest as received: the message without its raw contents, and those as views."""
+
+    message: pb.ModelInferRequest
+    raw: Sequence[bytes | memoryview]
+
+
+def decode_infer_request(data: bytes) -> Received:
+    """Decode a serialized ModelInferRequest, leaving ``raw_input_contents`` in ``data`` (views, no copies).
+
+    Raises `InvalidInputError` when ``data`` is not a ModelInferRequest.
+
+    >>> message = pb.ModelInferRequest(model_name="add", raw_input_contents=[b"abcd"])
+    >>> received = decode_infer_request(message.SerializeToString())
+    >>> received.message.model_name, [bytes(raw) for raw in received.raw], len(received.message.raw_input_contents)
+    ('add', [b'abcd'], 0)
+    """
+    try:
+        split = split_field(data, _RAW_INPUT_CONTENTS)
+        if split is None:  # fields protowire does not read: let protobuf parse (and copy) it all
+            message = pb.ModelInferRequest.FromString(data)
+            return Received(message, message.raw_input_contents)
+        rest, raw = split
+        return Received(pb.ModelInferRequest.FromString(rest), raw)
+    except (ValueError, DecodeError) as exc:
+        raise InvalidInputError(f"the request is not a well-formed ModelInferRequest: {exc}") from None
+
+
+def parse_infer_request(
+    message: pb.ModelInferRequest, spec: ModelSpec, raw: Sequence[bytes | memoryview] | None = None
+) -> InferRequest:
+    """Parse and validate a ModelInferRequest for the model ``spec``; raw inputs are views, never copies.
+
+    ``raw`` are the raw input contents when `decode_infer_request` took them out of the message.
+
+    >>> from pybind_serve.config import ModelConfig
+    >>> from pybind_serve.tensor import Tensor
+    >>> spec = ModelSpec("add", 1, (Tensor("x", np.float32, (2,)),), (Tensor("y", np.float32, (2,)),), ModelConfig())
+    >>> message = pb.ModelInferRequest(inputs=[{"name": "x", "datatype": "FP32", "shape": [1, 2]}])
+    >>> message.raw_input_contents.append(np.array([1, 2], np.float32).tobytes())
+    >>> parse_infer_request(message, spec).inputs["x"]
+    array([[1., 2.]], dtype=float32)
+    """
+    inputs, rows = _parse_inputs(message, message.raw_input_contents if raw is None else raw, spec)
+    request = InferRequest(model=spec.name, version=spec.version, inputs=inputs, rows=rows, id=message.id)
+    apply_parameters(request, parameters_of(message.parameters), spec)
+    request.outputs = requested_outputs(((o.name, parameters_of(o.parameters)) for o in message.outputs), spec)
+    return request
+
+
+def _parse_inputs(
+    message: pb.ModelInferRequest, raw: Sequence[bytes | memoryview], spec: ModelSpec
+) -> tuple[dict[str, np.ndarray], int]:
+    if raw and len(raw) != len(message.inputs):
+        raise InvalidInputError(
+            f"the request for {spec.label} has {len(raw)} raw_input_contents for {len(message.inputs)} inputs; "
+            "give raw contents for every input or for none"
+        )
+    inputs = Inputs(spec)
+    for i, entry in enumerate(message.inputs):
+        tensor, datatype, shape = inputs.check(entry.name, entry.datatype, list(entry.shape))
+        with inputs.reading(tensor):
+            reject_shared_memory(entry.parameters)
+            if not raw:
+                array = _array_from_contents(entry.contents, datatype, shape)
+            elif entry.contents.ListFields():
+                raise InvalidInputError("give either 'contents' or raw_input_contents, not both")
+            else:
+                array = array_from_buffer(raw[i], datatype, shape)
+        inputs.add(tensor, array)
+    return inputs.finish()
+
+
+def _array_from_contents(contents: pb.InferTensorContents, datatype: str, shape: list[int]) -> np.ndarray:
+    if datatype not in _CONTENTS:
+        raise InvalidInputError(f"{datatype} data has no 'contents' list; send it in raw_input_contents")
+    field, dtype = _CONTENTS[datatype]
+    others = [f.name for f, _ in contents.ListFields() if f.name != field]
+    if others:
+        raise InvalidInputError(f"{datatype} 'contents' go in {field}, got {', '.join(others)}")
+    values = getattr(contents, field)
+    count = math.prod(shape)
+    if len(values) != count:
+        raise InvalidInputError(f"'contents' hold {len(values)} elements but shape {shape} needs {count}")
+    if datatype == BYTES:
+        array = np.empty(count, dtype=object)
+        array[:] = list(values)
+        return array.reshape(shape)
+    return _narrowed(np.array(values, dtype=dtype), datatype).reshape(shape)
+
+
+def _narrowed(array: np.ndarray, datatype: str) -> np.ndarray:
+    """The array in the datatype's own dtype; INT8 etc. arrive in a 32-bit list and must fit."""
+    target = from_datatype(datatype)
+    if target == array.dtype:
+        return array
+    info = np.iinfo(target)
+    if array.size and (array.min() < info.min or array.max() > info.max):
+        low, high = array.min(), array.max()
+        raise InvalidInputError(f"{datatype} 'contents' hold {low if low < info.min else high}, out of range")
+    return array.astype(target)
+
+
+def encode_infer_response(spec: ModelSpec, request: InferRequest, outputs: dict[str, np.ndarray]) -> bytes:
+    """The serialized ModelInferResponse for ``request``: the outputs it asked for (else all), as raw contents.
+
+    Each array's bytes are copied once, into the result, which keeps no reference to the arrays: they may be
+    views into memory that is reused as soon as this returns.
+    """
+    response = pb.ModelInferResponse(model_name=spec.name, model_version=str(spec.version), id=request.id)
+    pieces: list[bytes | memoryview] = []
+    for tensor, array, _ in selected_outputs(spec, request, outputs):
+        datatype = datatype_of(tensor.dtype)
+        response.outputs.add(name=tensor.name, datatype=datatype, shape=array.shape)
+        buffer = array_to_buffer(array, datatype)
+        pieces += [field_header(_RAW_OUTPUT_CONTENTS, len(buffer)), buffer]
+    return b"".join([response.SerializeToString(), *pieces])
+
+
+def encode_stream_response(infer_response: bytes) -> bytes:
+    """A serialized ModelStreamInferResponse around a serialized ModelInferResponse (no error)."""
+    return field_header(_INFER_RESPONSE, len(infer_response)) + infer_response
+
+
+def server_metadata_response(version: str, extensions: list[str]) -> pb.ServerMetadataResponse:
+    return json_format.ParseDict(documents.server_metadata(version, extensions), pb.ServerMetadataResponse())
+
+
+def model_metadata_response(spec: ModelSpec) -> pb.ModelMetadataResponse:
+    return json_format.ParseDict(documents.model_metadata(spec), pb.ModelMetadataResponse())
+
+
+def model_config_response(spec: ModelSpec) -> pb.ModelConfigResponse:
+    return json_format.ParseDict({"config": documents.model_config(spec)}, pb.ModelConfigResponse())
+
+
+def repository_index_response(rows: list[tuple[str, int, str, str]]) -> pb.RepositoryIndexResponse:
+    """From (name, version, state, reason) rows, as `documents.repository_index` takes them."""
+    return json_format.ParseDict({"models": documents.repository_index(rows)}, pb.RepositoryIndexResponse())
+
+
+def model_statistics_response(entries: list[dict[str, Any]]) -> pb.ModelStatisticsResponse:
+    """From `documents.model_statistics` entries."""
+    return json_format.ParseDict({"model_stats": entries}, pb.ModelStatisticsResponse())

@@ -1,0 +1,201 @@
+"""The rules of a KServe v2 infer request that do not depend on the wire format, shared by the REST and gRPC codecs.
+
+Each codec reads its own framing (JSON ``data`` or binary offsets; typed ``contents`` or ``raw_input_contents``)
+and leaves the rest to this module, so both fronts accept and refuse the same requests with the same messages:
+
+- `Inputs`: each input's name, datatype and shape against the spec, one batch size for all, required inputs;
+- `apply_parameters`: ``priority``, ``timeout`` (µs), sequence parameters refused, ``triton_`` keys dropped,
+  the rest passed to the function;
+- `requested_outputs` / `selected_outputs`: which outputs the client asked for, and which a response carries.
+
+Every client mistake raises `InvalidInputError` (or its `BatchTooLargeError`) naming the model and tensor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from ..errors import BatchTooLargeError, InvalidInputError, OutputValidationError
+from ..tensor import Tensor
+from .messages import InferRequest, ModelSpec, RequestedOutput
+from .tensor_codec import datatype_of
+
+__all__ = [
+    "Inputs",
+    "apply_parameters",
+    "names",
+    "reject_shared_memory",
+    "requested_outputs",
+    "selected_outputs",
+]
+
+
+def names(items: Iterable[str]) -> str:
+    """``'a', 'b'``: how messages list tensor names."""
+    return ", ".join(repr(name) for name in items)
+
+
+class Inputs:
+    """A request's input tensors, collected in wire order: `check` each header, `add` its array, then `finish`.
+
+    >>> from pybind_serve.config import ModelConfig
+    >>> spec = ModelSpec("m", 1, (Tensor("x", np.float32, (2,)),), (Tensor("y", np.float32, (2,)),), ModelConfig())
+    >>> inputs = Inputs(spec)
+    >>> tensor, datatype, shape = inputs.check("x", "FP32", [1, 2])
+    >>> inputs.add(tensor, np.zeros(shape, np.float32))
+    >>> [(name, array.shape) for name, array in inputs.finish()[0].items()], inputs.finish()[1]
+    ([('x', (1, 2))], 1)
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.arrays: dict[str, np.ndarray] = {}
+        self._specs = {tensor.name: tensor for tensor in spec.inputs}
+        self._seen: dict[str, None] = {}  # an ordered set: messages name the first input
+        self._rows = 0
+
+    def check(self, name: Any, datatype: Any, shape: Any) -> tuple[Tensor, str, list[int]]:
+        """Validate one input's header before its data is read: the spec's tensor, its datatype, its shape."""
+        spec = self.spec
+        tensor = self._specs.get(name) if isinstance(name, str) else None
+        if tensor is None:
+            raise InvalidInputError(f"{spec.label} has no input {name!r}; expected inputs: {names(self._specs)}")
+        if name in self._seen:
+            raise InvalidInputError(f"input {name!r} of {spec.label} is given twice")
+        if not isinstance(shape, list) or not all(type(dim) is int and dim >= 0 for dim in shape):
+            raise InvalidInputError(f"input {name!r} of {spec.label}: shape must be a list of ints >= 0, got {shape!r}")
+        expected = datatype_of(tensor.dtype)
+        batch = _check_type(tensor, expected, datatype, shape, spec)
+        if self._rows and batch != self._rows:
+            raise InvalidInputError(
+                f"input {tensor.name!r} of {spec.label}: batch size {batch} differs from {self._rows} of input "
+                f"{next(iter(self._seen))!r}; all inputs of a request must have the same batch size"
+            )
+        self._rows = batch
+        self._seen[name] = None
+        return tensor, expected, shape
+
+    def add(self, tensor: Tensor, array: np.ndarray) -> None:
+        """The array of an input that passed `check`."""
+        self.arrays[tensor.name] = array
+
+    @contextlib.contextmanager
+    def reading(self, tensor: Tensor) -> Iterator[None]:
+        """Prefix the errors raised while reading the data of ``tensor`` with the input and model names."""
+        try:
+            yield
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"input {tensor.name!r} of {self.spec.label}: {exc}") from None
+
+    def finish(self) -> tuple[dict[str, np.ndarray], int]:
+        """The arrays by name and the request's batch size (1 without batching); refuses missing inputs."""
+        missing = [t.name for t in self.spec.inputs if not t.optional and t.name not in self.arrays]
+        if missing:
+            noun = "input" if len(missing) == 1 else "inputs"
+            raise InvalidInputError(f"{self.spec.label}: missing required {noun} {names(missing)}")
+        return self.arrays, self._rows or 1
+
+
+def _check_type(tensor: Tensor, expected: str, datatype: Any, shape: list[int], spec: ModelSpec) -> int:
+    """Compare an input's datatype and shape with its spec; return its batch size (1 without batching)."""
+    config = spec.config
+    batching = config.batching
+    if datatype != expected or (batching and not shape) or not tensor.accepts(shape[1:] if batching else shape):
+        shown = [-1, *tensor.shape] if batching else list(tensor.shape)
+        raise InvalidInputError(
+            f"input {tensor.name!r} of {spec.label}: expected {expected} shape {shown}, got {datatype} {shape}"
+        )
+    if not batching:
+        return 1
+    batch = shape[0]
+    if batch > config.max_batch_size:
+        raise BatchTooLargeError(
+            f"input {tensor.name!r} of {spec.label}: batch size {batch} exceeds max_batch_size {config.max_batch_size}"
+        )
+    if batch < 1:
+        raise InvalidInputError(f"input {tensor.name!r} of {spec.label}: batch size must be at least 1, got {batch}")
+    return batch
+
+
+def reject_shared_memory(parameters: Mapping[str, Any]) -> None:
+    """Shared-memory tensors (the KServe shm extension) are not supported yet."""
+    if "shared_memory_region" in parameters:
+        raise InvalidInputError("shared-memory inputs are not supported")
+
+
+def apply_parameters(request: InferRequest, parameters: dict[str, Any], spec: ModelSpec) -> None:
+    """Take ``priority`` and ``timeout`` out of a request's parameters (consumed: the dict is changed), refuse
+    sequence parameters, drop ``triton_`` keys and keep the rest as the function's custom parameters."""
+    request.priority = _non_negative_int(parameters.pop("priority", 0), "priority", spec)
+    request.timeout_us = _non_negative_int(parameters.pop("timeout", 0), "timeout", spec)
+    _drop_sequence_parameters(parameters, spec)
+    request.parameters = {key: value for key, value in parameters.items() if not key.startswith("triton_")}
+
+
+def _non_negative_int(value: Any, name: str, spec: ModelSpec) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidInputError(f"{spec.label}: parameter {name!r} must be an int >= 0, got {value!r}")
+    return value
+
+
+def _drop_sequence_parameters(parameters: dict[str, Any], spec: ModelSpec) -> None:
+    # tritonclient sends these only for sequence models; a stateful client silently served as stateless
+    # would get wrong answers, so anything but the "no sequence" values (0, "", false) is refused.
+    for name in ("sequence_id", "sequence_start", "sequence_end"):
+        value = parameters.pop(name, None)
+        if value not in (None, 0, "", False):
+            raise InvalidInputError(
+                f"{spec.label} does not support sequence batching (parameter {name!r} is {value!r}); "
+                "pybind_serve serves stateless models"
+            )
+
+
+def requested_outputs(entries: Iterable[tuple[Any, Any]], spec: ModelSpec) -> tuple[RequestedOutput, ...] | None:
+    """The outputs a request asks for, from its (name, parameters) pairs; None (every output) when none are."""
+    known = [tensor.name for tensor in spec.outputs]
+    requested: dict[str, RequestedOutput] = {}
+    for name, parameters in entries:
+        if name not in known:
+            raise InvalidInputError(f"{spec.label} has no output {name!r}; known outputs: {names(known)}")
+        if name in requested:
+            raise InvalidInputError(f"output {name!r} of {spec.label} is requested twice")
+        requested[name] = RequestedOutput(name, _output_binary(parameters, name, spec))
+    return tuple(requested.values()) or None  # KServe: none requested means all outputs
+
+
+def _output_binary(parameters: Any, name: str, spec: ModelSpec) -> bool | None:
+    if parameters is None:
+        return None
+    where = f"output {name!r} of {spec.label}"
+    if not isinstance(parameters, dict):
+        raise InvalidInputError(f"{where}: 'parameters' must be a JSON object, got {parameters!r}")
+    if parameters.get("classification"):
+        raise InvalidInputError(f"{where}: classification extension is not supported")
+    if "shared_memory_region" in parameters:
+        raise InvalidInputError(f"{where}: shared-memory outputs are not supported")
+    binary = parameters.get("binary_data")
+    if binary is not None and not isinstance(binary, bool):
+        raise InvalidInputError(f"{where}: 'binary_data' must be true or false, got {binary!r}")
+    return binary
+
+
+def selected_outputs(
+    spec: ModelSpec, request: InferRequest, outputs: dict[str, np.ndarray]
+) -> list[tuple[Tensor, np.ndarray, bool]]:
+    """What a response carries: (spec, array, as binary) for each output the request asked for, in its order,
+    or else for every declared output present in ``outputs``, in spec order."""
+    default = request.binary_output
+    if request.outputs is None:
+        return [(tensor, outputs[tensor.name], default) for tensor in spec.outputs if tensor.name in outputs]
+    by_name = {tensor.name: tensor for tensor in spec.outputs}
+    selected = []
+    for wanted in request.outputs:
+        array = outputs.get(wanted.name)
+        if array is None or wanted.name not in by_name:
+            raise OutputValidationError(f"output {wanted.name!r} of {spec.label} was requested but not returned")
+        selected.append((by_name[wanted.name], array, default if wanted.binary is None else wanted.binary))
+    return selected
