@@ -16,7 +16,8 @@ resolve a response from the class alone::
         ├── UnavailableError            not ready, stopping                503    UNAVAILABLE
         │   ├── ModelNotReadyError      bound but no worker serving it     503    UNAVAILABLE
         │   ├── QueueFullError          max_queue_size reached             503    UNAVAILABLE
-        │   └── InferenceTimeoutError   queue timeout expired (REJECT)     503    DEADLINE_EXCEEDED
+        │   ├── InferenceTimeoutError   queue timeout, or client timeout_s 503    DEADLINE_EXCEEDED
+        │   └── ServerUnreachableError  client: no connection, or cut off  503    UNAVAILABLE
         ├── ModelExecutionError         the bound function raised          500    INTERNAL
         │   ├── OutputValidationError   outputs not as declared            500    INTERNAL
         │   ├── DecoratorUsageError     a decorator used the wrong way     500    INTERNAL
@@ -24,7 +25,9 @@ resolve a response from the class alone::
         └── InternalServerError         a bug of ours                      500    INTERNAL
 
 Errors cross process boundaries as ``(type name, message)`` and are rebuilt with `from_wire`, never
-pickled; a client that only has the HTTP status rebuilds the nearest class with `from_http_status`.
+pickled; a client that only has the HTTP status or the gRPC code rebuilds the nearest class with
+`from_http_status` / `from_grpc_code`, so ``except`` works the same on both sides. Only clients raise
+`ServerUnreachableError` (it is also a builtin `ConnectionError`).
 """
 
 from __future__ import annotations
@@ -45,10 +48,12 @@ __all__ = [
     "PortInUseError",
     "QueueFullError",
     "ServeError",
+    "ServerUnreachableError",
     "StartupError",
     "UnavailableError",
     "UnsupportedError",
     "WorkerDiedError",
+    "from_grpc_code",
     "from_http_status",
     "from_wire",
 ]
@@ -145,6 +150,16 @@ class InferenceTimeoutError(UnavailableError):
     grpc_code = "DEADLINE_EXCEEDED"
 
 
+class ServerUnreachableError(UnavailableError, ConnectionError):
+    """Raised by clients: the server cannot be reached, or the connection broke before the answer came.
+
+    Also a builtin `ConnectionError`, so code that already catches that (or `OSError`) keeps working.
+
+    >>> isinstance(ServerUnreachableError("cannot reach the server at 127.0.0.1:8000"), ConnectionError)
+    True
+    """
+
+
 class ModelExecutionError(InferenceError):
     http_status = 500
     grpc_code = "INTERNAL"
@@ -180,6 +195,7 @@ _BY_NAME: dict[str, type[InferenceError]] = {
         ModelNotReadyError,
         QueueFullError,
         InferenceTimeoutError,
+        ServerUnreachableError,
         ModelExecutionError,
         OutputValidationError,
         DecoratorUsageError,
@@ -220,3 +236,24 @@ def from_http_status(status: int, message: str) -> InferenceError:
     UnavailableError("queue of 'm' is full")
     """
     return _BY_HTTP_STATUS.get(status, InferenceError)(message)
+
+
+_BY_GRPC_CODE: dict[str, type[InferenceError]] = {
+    "INVALID_ARGUMENT": InvalidInputError,
+    "NOT_FOUND": ModelNotFoundError,
+    "RESOURCE_EXHAUSTED": PayloadTooLargeError,
+    "UNIMPLEMENTED": UnsupportedError,
+    "UNAVAILABLE": UnavailableError,
+    "DEADLINE_EXCEEDED": InferenceTimeoutError,
+    "INTERNAL": ModelExecutionError,
+}
+
+
+def from_grpc_code(code: str, message: str) -> InferenceError:
+    """The error a client raises for a gRPC status (its name, e.g. ``NOT_FOUND``): as `from_http_status`,
+    the most general class with that code, and a plain `InferenceError` for a code no class carries.
+
+    >>> from_grpc_code("DEADLINE_EXCEEDED", "model 'm' v1: timed out in the queue")
+    InferenceTimeoutError("model 'm' v1: timed out in the queue")
+    """
+    return _BY_GRPC_CODE.get(code, InferenceError)(message)

@@ -1,4 +1,5 @@
-"""The error hierarchy: status codes as the errors.py docstring table states them, `from_wire`, `collect`."""
+"""The error hierarchy: status codes as the errors.py docstring table states them, `from_wire`, `collect`, and
+the classes a client rebuilds from an HTTP status or a gRPC code."""
 
 from __future__ import annotations
 
@@ -21,10 +22,13 @@ from pybind_serve.errors import (
     PortInUseError,
     QueueFullError,
     ServeError,
+    ServerUnreachableError,
     StartupError,
     UnavailableError,
     UnsupportedError,
     WorkerDiedError,
+    from_grpc_code,
+    from_http_status,
     from_wire,
 )
 
@@ -45,7 +49,7 @@ TABLE = [
     (WorkerDiedError, ModelExecutionError, 500, "INTERNAL"),
     (InternalServerError, InferenceError, 500, "INTERNAL"),
 ]
-INFERENCE_ERRORS = [InferenceError] + [cls for cls, *_ in TABLE]
+INFERENCE_ERRORS = [InferenceError, ServerUnreachableError] + [cls for cls, *_ in TABLE]
 
 
 @pytest.mark.parametrize(("cls", "parent", "http_status", "grpc_code"), TABLE)
@@ -68,6 +72,32 @@ def test_the_top_of_the_tree() -> None:
     assert StartupError.__bases__ == (ServeError, RuntimeError)
     assert PortInUseError.__bases__ == (StartupError,)
     assert InferenceError.__bases__ == (ServeError,)
+
+
+def test_server_unreachable_is_unavailable_and_a_builtin_connection_error() -> None:
+    assert ServerUnreachableError.__bases__ == (UnavailableError, ConnectionError)
+    error = ServerUnreachableError("cannot reach the server at 127.0.0.1:1")
+    assert (error.http_status, error.grpc_code) == (503, "UNAVAILABLE")
+    assert str(error) == "cannot reach the server at 127.0.0.1:1"
+    with pytest.raises(OSError, match="cannot reach"):
+        raise error
+
+
+@pytest.mark.parametrize(("cls", "parent", "http_status", "grpc_code"), TABLE)
+def test_a_client_rebuilds_the_most_general_class_of_a_status(
+    cls: type[ServeError], parent: type, http_status: int, grpc_code: str
+) -> None:
+    from_status, from_code = from_http_status(http_status, "m"), from_grpc_code(grpc_code, "m")
+    assert (from_status.http_status, from_code.grpc_code) == (http_status, grpc_code)
+    assert str(from_status) == str(from_code) == "m"
+    # A 500 / INTERNAL is most often the function failing: InternalServerError is not told apart.
+    expected = ModelExecutionError if cls is InternalServerError else cls
+    assert isinstance(expected("m"), type(from_status)) and isinstance(expected("m"), type(from_code))
+
+
+@pytest.mark.parametrize("code", ["UNKNOWN", "CANCELLED", "PERMISSION_DENIED", ""])
+def test_grpc_codes_no_class_carries_become_inference_errors(code: str) -> None:
+    assert type(from_grpc_code(code, "no")) is InferenceError
 
 
 def test_every_public_class_is_in_the_table() -> None:

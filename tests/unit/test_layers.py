@@ -24,6 +24,7 @@ LAYERS = {
     "scheduler": 5,
     "transport": 5,
     "metrics": 5,
+    "client": 5,  # uses protocol, dtypes, tensor and errors only: it runs beside any KServe v2 server
     "worker": 6,
     "front": 6,
     "supervisor": 7,
