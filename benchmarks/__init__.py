@@ -1,0 +1,1 @@
+"""Benchmarks of pybind_serve beside its anchors: ``python benchmarks/suite.py`` (see benchmarks/README.md)."""
