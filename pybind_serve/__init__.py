@@ -25,12 +25,13 @@ from .errors import (
     ServeError,
     StartupError,
 )
-from .request import Request
+from .request import STREAM_END, Request
 from .serve import Serve
 from .tensor import Tensor
 from .version import __version__
 
 __all__ = [
+    "STREAM_END",
     "ConfigurationError",
     "ConstantPadder",
     "DynamicBatcher",

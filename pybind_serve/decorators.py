@@ -39,7 +39,7 @@ import numpy as np
 import wrapt
 
 from .errors import ConfigurationError, DecoratorUsageError
-from .request import Request
+from .request import STREAM_END, Request
 
 __all__ = [
     "ConstantPadder",
@@ -69,9 +69,13 @@ class _Plan:
 
     calls: list[_Call]
     combine: Callable[[list[Any]], Any]
+    # For streams that may end at different steps: what stands for call i's item once its stream has ended
+    # (given STREAM_END at the step it ends, None after). None: the streams must end together.
+    fill: Callable[[int, Any], Any] | None = None
 
 
 _Planner = Callable[[tuple[Any, ...], dict[str, Any]], _Plan]
+_Fill = Callable[[int, Any], Any]
 
 
 def _adapter(name: str, planner: _Planner) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -106,7 +110,7 @@ async def _run_async(name: str, planner: _Planner, wrapped: Any, instance: Any, 
 
 def _run_stream(name: str, planner: _Planner, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Iterator[Any]:
     plan = planner(args, kwargs)
-    with closing(_zip_streams(name, [wrapped(*a, **k) for a, k in plan.calls])) as steps:
+    with closing(_zip_streams(name, [wrapped(*a, **k) for a, k in plan.calls], plan.fill)) as steps:
         for step in steps:
             yield plan.combine(step)
 
@@ -115,7 +119,7 @@ async def _run_async_stream(
     name: str, planner: _Planner, wrapped: Any, instance: Any, args: Any, kwargs: Any
 ) -> AsyncIterator[Any]:
     plan = planner(args, kwargs)
-    async with aclosing(_zip_async_streams(name, [wrapped(*a, **k) for a, k in plan.calls])) as steps:
+    async with aclosing(_zip_async_streams(name, [wrapped(*a, **k) for a, k in plan.calls], plan.fill)) as steps:
         async for step in steps:
             yield plan.combine(step)
 
@@ -123,39 +127,53 @@ async def _run_async_stream(
 _END = object()
 
 
-def _zip_streams(name: str, streams: list[Any]) -> Generator[list[Any], None, None]:
+def _zip_streams(name: str, streams: list[Any], fill: _Fill | None) -> Generator[list[Any], None, None]:
+    ended = [False] * len(streams)
     try:
         for step in itertools.count():
-            items = [next(stream, _END) for stream in streams]
-            _check_step(name, items, step)
-            if not items or items[0] is _END:
+            items = [_END if done else next(stream, _END) for stream, done in zip(streams, ended, strict=True)]
+            merged = _merge_step(name, items, ended, fill, step)
+            if merged is None:
                 return
-            yield items
+            yield merged
     finally:
         for stream in streams:
             stream.close()
 
 
-async def _zip_async_streams(name: str, streams: list[Any]) -> AsyncGenerator[list[Any], None]:
+async def _zip_async_streams(name: str, streams: list[Any], fill: _Fill | None) -> AsyncGenerator[list[Any], None]:
+    ended = [False] * len(streams)
     try:
         for step in itertools.count():
-            items = [await anext(stream, _END) for stream in streams]
-            _check_step(name, items, step)
-            if not items or items[0] is _END:
+            items = [_END if done else await anext(stream, _END) for stream, done in zip(streams, ended, strict=True)]
+            merged = _merge_step(name, items, ended, fill, step)
+            if merged is None:
                 return
-            yield items
+            yield merged
     finally:
         for stream in streams:
             await stream.aclose()
 
 
-def _check_step(name: str, items: list[Any], step: int) -> None:
-    ended = sum(item is _END for item in items)
-    if 0 < ended < len(items):
+def _merge_step(name: str, items: list[Any], ended: list[bool], fill: _Fill | None, step: int) -> list[Any] | None:
+    """One step's items with the streams that ended filled in (``ended`` is updated); None once all ended."""
+    over = sum(item is _END for item in items)
+    if over == len(items):
+        return None
+    if over and fill is None:
         raise DecoratorUsageError(
             f"{name}: the {len(items)} streams of one call must yield equally often, "
-            f"but {ended} ended after {step} steps while the others went on"
+            f"but {over} ended after {step} steps while the others went on"
         )
+    if not over or fill is None:
+        return items
+    merged = []
+    for i, item in enumerate(items):
+        if item is _END:
+            item = fill(i, None if ended[i] else STREAM_END)
+            ended[i] = True
+        merged.append(item)
+    return merged
 
 
 def _requests_of(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Requests:
@@ -291,9 +309,10 @@ def sample(fn: Callable[..., Iterator[Outputs]]) -> Callable[..., Generator[Resp
 @overload
 def sample(fn: Callable[..., Outputs]) -> Callable[..., Responses]: ...
 def sample(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Call ``fn(**inputs) -> dict`` once per request, in order. A generator ``fn`` is started once per
-    request and the streams are zipped: step k yields one dict per request, so every request's stream
-    must yield equally often (`DecoratorUsageError` otherwise).
+    """Call ``fn(**inputs) -> dict`` once per request, in order. A generator ``fn`` (streaming, for a
+    decoupled model) is started once per request and the streams are zipped: step k yields each request's
+    k-th dict; a request whose generator has returned gets `STREAM_END` at that step (its stream is over)
+    and None after, while the others go on.
 
     >>> f = sample(lambda x: {"n": np.array(x.size)})
     >>> [out["n"].item() for out in f([Request({"x": np.zeros(3)}), Request({"x": np.zeros(1)})])]
@@ -304,9 +323,11 @@ def sample(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _plan_sample(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Plan:
     requests = _requests_of("@sample", args, kwargs)
-    return _Plan(
-        [((), dict(request)) for request in requests], lambda results: [_as_outputs("@sample", r) for r in results]
-    )
+    return _Plan([((), dict(request)) for request in requests], _sample_outputs, fill=lambda _, marker: marker)
+
+
+def _sample_outputs(results: list[Any]) -> list[Any]:
+    return [r if r is None or r is STREAM_END else _as_outputs("@sample", r) for r in results]
 
 
 def fill_optionals(**defaults: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -368,7 +389,8 @@ def _plan_group_by_keys(args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Plan:
         groups.setdefault(frozenset(request), []).append(index)
     positions = list(groups.values())
     calls: list[_Call] = [(([requests[i] for i in group],), {}) for group in positions]
-    return _Plan(calls, partial(_ungroup_responses, positions=positions, total=len(requests)))
+    ungroup = partial(_ungroup_responses, positions=positions, total=len(requests))
+    return _Plan(calls, ungroup, fill=lambda call, marker: [marker] * len(positions[call]))
 
 
 def _ungroup_responses(results: list[Any], positions: list[list[int]], total: int) -> list[Any]:

@@ -7,7 +7,25 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Request"]
+__all__ = ["STREAM_END", "Request"]
+
+
+class _StreamEnd:
+    """The type of `STREAM_END` (one instance)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "STREAM_END"
+
+
+STREAM_END = _StreamEnd()
+"""What a streaming (decoupled) function yields for a request whose stream is over, while others go on.
+
+A decoupled function yields, at each step, one entry per request: a dict of outputs (a response), ``None``
+(nothing for that request at this step) or ``STREAM_END`` (that request's stream ends now: its client gets
+the final flag at once). Every stream ends when the function returns.
+"""
 
 
 class Request(Mapping[str, np.ndarray]):

@@ -385,8 +385,6 @@ def _spec(
         problems.append(f"version must be an int >= 1, got {version!r}")
     if not isinstance(config, ModelConfig):
         problems.append(f"config must be a ModelConfig, got {type(config).__name__}")
-    elif config.decoupled:
-        problems.append("decoupled (streaming) models are not supported yet")
     if problems:
         raise ConfigurationError.collect(f"bind({name!r})", problems)
     return ModelSpec(name, version, tuple(inputs), tuple(outputs), config, strict)

@@ -19,16 +19,17 @@ import logging
 import os
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
+from contextlib import closing
 from typing import Any
 
 import numpy as np
 
 from .errors import InferenceError, ModelExecutionError, OutputValidationError
 from .protocol.messages import ModelSpec
-from .request import Request
+from .request import STREAM_END, Request
 from .tensor import Tensor
-from .transport.channel import WorkerChannel
+from .transport.channel import Empty, WorkerChannel
 from .transport.frames import read_group, write_group
 from .transport.shm import Arena, Block, SegmentMap
 
@@ -57,13 +58,21 @@ class Worker:
                 {"op": "hello", "model": self.spec.name, "version": self.spec.version, "segments": segment_prefix}
             )
             while (frame := self.channel.receive()) is not None:
-                if frame["op"] == "batch":
+                if frame["op"] == "batch" and self.spec.config.decoupled:
+                    self.stream(frame)
+                elif frame["op"] == "batch":
                     self.channel.send(self.handle(frame))
                 elif frame["op"] == "free":
-                    for segment, offset, nbytes in frame["blocks"]:
-                        self.arena.free(Block(segment, offset, nbytes))
+                    self._free(frame)
+                # "cancel" of a stream that has ended already: nothing left to stop
+        except _Stopping:
+            pass
         finally:
             self.close()
+
+    def _free(self, frame: dict[str, Any]) -> None:
+        for segment, offset, nbytes in frame["blocks"]:
+            self.arena.free(Block(segment, offset, nbytes))
 
     def handle(self, frame: dict[str, Any]) -> dict[str, Any]:
         """Run one batch frame; the answer is a result or an error frame, never an exception."""
@@ -85,12 +94,88 @@ class Worker:
             for i, parameters in enumerate(frame["parameters"])
         ]
 
+    def stream(self, frame: dict[str, Any]) -> None:
+        """Run one batch of a decoupled model: a ``partial`` frame for each step that answers or ends a
+        request, then ``done`` (or ``error``). Between steps it takes the front's frames: ``cancel`` closes a
+        request's stream (the client went away), and once every stream is closed the function is stopped."""
+        batch_id, started = frame["id"], time.perf_counter()
+        try:
+            requests = self._requests(frame)
+            open_ = set(range(len(requests)))
+            with closing(self._steps(self.fn(requests))) as steps:
+                for step in steps:
+                    self._send_step(batch_id, step, requests, open_)
+                    open_ -= self._cancelled(batch_id)
+                    if not open_:
+                        break
+        except _Stopping:
+            raise
+        except Exception as exc:
+            self.channel.send(self._error_frame(batch_id, exc))
+            return
+        compute_us = int((time.perf_counter() - started) * 1e6)
+        self.channel.send({"op": "done", "id": batch_id, "compute_us": compute_us})
+
+    def _steps(self, result: Any) -> Generator[Any, None, None]:
+        """The steps of a decoupled function's result: a generator's items (async ones driven on the worker's
+        loop), or the one list a plain function returns. Closing it closes the function's generator."""
+        if inspect.isawaitable(result):
+            result = self._await(result)
+        if inspect.isgenerator(result):
+            with closing(result):
+                yield from result
+        elif inspect.isasyncgen(result):
+            try:
+                while True:
+                    try:
+                        yield self._await(anext(result))
+                    except StopAsyncIteration:
+                        return
+            finally:
+                self._await(result.aclose())
+        else:
+            yield result
+
+    def _send_step(self, batch_id: int, step: Any, requests: list[Request], open_: set[int]) -> None:
+        if not isinstance(step, (list, tuple)) or len(step) != len(requests):
+            got = f"{len(step)} entries" if isinstance(step, (list, tuple)) else type(step).__name__
+            raise OutputValidationError(
+                f"{self.spec.label}: each step of a streaming function must be a list of {len(requests)} entries "
+                f"(one per request: a dict of outputs, None or STREAM_END), got {got}"
+            )
+        index = [i for i in sorted(open_) if step[i] is not None and step[i] is not STREAM_END]
+        ended = [i for i in sorted(open_) if step[i] is STREAM_END]
+        if not index and not ended:
+            return
+        outputs = self._collect([step[i] for i in index], [requests[i] for i in index]) if index else {}
+        descriptors = {name: write_group(self.arena, arrays) for name, arrays in outputs.items()}
+        self.channel.send({"op": "partial", "id": batch_id, "index": index, "ended": ended, "outputs": descriptors})
+        open_.difference_update(ended)
+
+    def _cancelled(self, batch_id: int) -> set[int]:
+        """The requests of this batch whose clients went away, from the frames that arrived during the step."""
+        cancelled: set[int] = set()
+        while True:
+            try:
+                frame = self.channel.receive(0)
+            except Empty:
+                return cancelled
+            if frame is None:
+                raise _Stopping
+            if frame["op"] == "cancel" and frame["id"] == batch_id:
+                cancelled.add(frame["index"])
+            elif frame["op"] == "free":
+                self._free(frame)
+
+    def _await(self, awaitable: Any) -> Any:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(_awaited(awaitable))
+
     def _call(self, requests: list[Request]) -> Any:
         result = self.fn(requests)
         if inspect.isawaitable(result):
-            if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-            result = self._loop.run_until_complete(_awaited(result))
+            result = self._await(result)
         if inspect.isgenerator(result) or inspect.isasyncgen(result):
             raise OutputValidationError(
                 f"{self.spec.label}: the function returned a generator; streaming needs ModelConfig(decoupled=True)"
@@ -154,6 +239,10 @@ class Worker:
         self.arena.close()
         if self._loop is not None:
             self._loop.close()
+
+
+class _Stopping(Exception):
+    """The worker was asked to stop while a stream ran."""
 
 
 class FailureLog:

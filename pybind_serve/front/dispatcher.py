@@ -4,6 +4,11 @@ Each registered worker gets one `_drive` task: take the next batch from its mode
 batch's input tensors once into the front's arena, send a descriptor, await the answer, hand each request
 its outputs (still views into the worker's shared memory) to encode, then tell the worker to free them.
 One batch is in flight per worker, as one batch runs per model instance in Triton.
+
+A decoupled (streaming) model answers a batch with any number of partial answers before its last: each
+partial response is encoded and handed to its request's `Job.emit`, and a request's future resolves (to
+None) when its stream ends. A request whose future is cancelled meanwhile (its client went away) is
+cancelled in the worker too, which stops the function once no request of the batch is left.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -44,6 +50,7 @@ class Job:
     request: InferRequest
     respond: Callable[[dict[str, np.ndarray]], Any]
     arrived: float
+    emit: Callable[[Any], None] | None = None  # a decoupled model's responses, each as it is encoded
 
 
 @dataclass(eq=False)
@@ -62,7 +69,7 @@ class Dispatcher:
         self._arena, self._send, self._metrics = arena, send, metrics
         self._segments = SegmentMap()
         self._workers: dict[bytes, _Worker] = {}
-        self._inflight: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._inflight: dict[int, asyncio.Queue[dict[str, Any]]] = {}  # batch id -> the worker's answers
         self._ids = itertools.count(1)
 
     def register(self, identity: bytes, entry: ModelEntry, segments: str) -> None:
@@ -80,11 +87,10 @@ class Dispatcher:
             return
         worker.entry.remove_worker(identity.decode())
         if worker.inflight is not None:
-            future = self._inflight.get(worker.inflight)
-            if future is not None and not future.done():
-                future.set_exception(
-                    WorkerDiedError(f"{worker.entry.spec.label}: the worker {why}; the batch was lost")
-                )
+            answers = self._inflight.get(worker.inflight)
+            if answers is not None:
+                message = f"{worker.entry.spec.label}: the worker {why}; the batch was lost"
+                answers.put_nowait({"op": "error", "type": WorkerDiedError.__name__, "message": message})
         elif worker.task is not None:
             worker.task.cancel()
         self._segments.forget(worker.segments)
@@ -99,10 +105,10 @@ class Dispatcher:
             self.remove(worker.identity, "was unbound")
 
     def answer(self, frame: dict[str, Any]) -> None:
-        """A worker's result or error frame arrived."""
-        future = self._inflight.get(frame["id"])
-        if future is not None and not future.done():
-            future.set_result(frame)
+        """A worker's result, partial, done or error frame arrived."""
+        answers = self._inflight.get(frame["id"])
+        if answers is not None:
+            answers.put_nowait(frame)
 
     async def _drive(self, worker: _Worker) -> None:
         scheduler = worker.entry.scheduler
@@ -122,8 +128,8 @@ class Dispatcher:
         for pending in live:
             stats.queue_us += int((started - pending.enqueued) * 1e6)
         batch_id = next(self._ids)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._inflight[batch_id] = future
+        answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._inflight[batch_id] = answers
         worker.inflight = batch_id
         inputs: dict[str, dict[str, Any]] = {}
         try:
@@ -131,20 +137,18 @@ class Dispatcher:
             stats.input_us += int((time.monotonic() - started) * 1e6) * len(live)
             parameters = [p.payload.request.parameters for p in live]
             self._send(worker.identity, {"op": "batch", "id": batch_id, "inputs": inputs, "parameters": parameters})
-            reply = await future
-        except InferenceError as exc:
-            _fail(live, exc)
-            return
+            if worker.entry.spec.config.decoupled:
+                await self._stream(worker, batch_id, live, answers, stats)
+            else:
+                self._deliver(worker, live, await answers.get(), stats)
         except Exception as exc:  # e.g. /dev/shm full: fail this batch, keep serving
             log.exception("sending a batch of %s failed", worker.entry.spec.label)
             _fail(live, InternalServerError(f"{worker.entry.spec.label}: sending the batch failed: {exc!r}"))
-            return
         finally:
             del self._inflight[batch_id]
             worker.inflight = None
             for desc in inputs.values():
                 self._arena.free(block_of(desc))
-        self._deliver(worker, live, reply, stats)
 
     def _write_inputs(self, live: list[Pending]) -> dict[str, dict[str, Any]]:
         first: InferRequest = live[0].payload.request
@@ -158,17 +162,51 @@ class Dispatcher:
         stats.batch(sum(p.rows for p in live))  # as Triton: executions that failed are not inferences
         stats.infer_us += reply["compute_us"] * len(live)
         started = time.monotonic()
-        descriptors = reply["outputs"]
+        self._hand_out(worker, reply["outputs"], live, _respond)
+        stats.output_us += int((time.monotonic() - started) * 1e6) * len(live)
+
+    async def _stream(
+        self,
+        worker: _Worker,
+        batch_id: int,
+        live: list[Pending],
+        answers: asyncio.Queue[dict[str, Any]],
+        stats: ModelStats,
+    ) -> None:
+        """Hand a decoupled model's partial answers to their requests until the batch is done or failed."""
+        for index, pending in enumerate(live):
+            pending.future.add_done_callback(partial(self._cancel_in_worker, worker, batch_id, index))
+        while (reply := await answers.get())["op"] == "partial":
+            self._hand_out(worker, reply["outputs"], [live[i] for i in reply["index"]], _emit)
+            _end(live[i] for i in reply["ended"])
+        if reply["op"] == "error":
+            self._deliver(worker, live, reply, stats)
+            return
+        stats.batch(sum(p.rows for p in live))
+        stats.infer_us += reply["compute_us"] * len(live)
+        _end(live)
+
+    def _cancel_in_worker(self, worker: _Worker, batch_id: int, index: int, future: asyncio.Future[Any]) -> None:
+        if future.cancelled() and worker.inflight == batch_id and self._workers.get(worker.identity) is worker:
+            self._send(worker.identity, {"op": "cancel", "id": batch_id, "index": index})
+
+    def _hand_out(
+        self,
+        worker: _Worker,
+        descriptors: dict[str, dict[str, Any]],
+        targets: list[Pending],
+        hand: Callable[[Pending, dict[str, np.ndarray]], None],
+    ) -> None:
+        """Give each target its row of the outputs (views into the worker's memory), then free that memory."""
         try:
             columns = {name: read_group(self._segments, desc) for name, desc in descriptors.items()}
-            for i, pending in enumerate(live):
+            for i, pending in enumerate(targets):
                 if not pending.future.done():
-                    _respond(pending, {name: arrays[i] for name, arrays in columns.items()})
+                    hand(pending, {name: arrays[i] for name, arrays in columns.items()})
         finally:
             blocks = [list(desc["block"]) for desc in descriptors.values()]
-            if worker.identity in self._workers:
+            if blocks and worker.identity in self._workers:
                 self._send(worker.identity, {"op": "free", "blocks": blocks})
-        stats.output_us += int((time.monotonic() - started) * 1e6) * len(live)
 
     def close(self) -> None:
         for identity in list(self._workers):
@@ -177,13 +215,30 @@ class Dispatcher:
 
 
 def _respond(pending: Pending, outputs: dict[str, np.ndarray]) -> None:
+    """The request's one response."""
+    _encoded(pending, outputs, pending.future.set_result)
+
+
+def _emit(pending: Pending, outputs: dict[str, np.ndarray]) -> None:
+    """One more response of a decoupled model's stream for the request."""
+    _encoded(pending, outputs, pending.payload.emit)
+
+
+def _encoded(pending: Pending, outputs: dict[str, np.ndarray], give: Callable[[Any], None]) -> None:
     try:
-        pending.future.set_result(pending.payload.respond(outputs))
+        give(pending.payload.respond(outputs))
     except InferenceError as exc:
         pending.future.set_exception(exc)
     except Exception as exc:  # a bug of ours while encoding: answer 500, keep serving
         log.exception("encoding the response failed")
         pending.future.set_exception(InternalServerError(f"encoding the response failed: {exc!r}"))
+
+
+def _end(streams: Iterable[Pending]) -> None:
+    """These requests' streams are over (a stream that failed or was cancelled stays so)."""
+    for pending in streams:
+        if not pending.future.done():
+            pending.future.set_result(None)
 
 
 def _fail(live: list[Pending], error: InferenceError) -> None:

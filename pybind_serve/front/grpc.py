@@ -14,8 +14,10 @@ import functools
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -231,23 +233,30 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         """The serialized response, or the error to answer with; cancelling the task takes the request out of
         its queue."""
         message = received.message
-
-        async def parse(spec: ModelSpec) -> InferRequest:
-            return grpc_codec.parse_infer_request(message, spec, received.raw)
-
         model = (message.model_name, message.model_version)
+        if self._models.find(*model).spec.config.decoupled:
+            return await inference.single(self._responses(received, None), f"model {message.model_name!r}")
+        parse = partial(_parse, received)
         encode = grpc_codec.encode_infer_response
         return await inference.infer(self._models, self._metrics, model, parse, encode, time.monotonic())
+
+    def _responses(self, received: grpc_codec.Received, final: bool | None) -> AsyncGenerator[bytes, None]:
+        """Each serialized response to a request as it is ready (`inference.stream`)."""
+        message = received.message
+        model = (message.model_name, message.model_version)
+        encode = partial(grpc_codec.encode_infer_response, final=final)
+        return inference.stream(self._models, self._metrics, model, partial(_parse, received), encode, time.monotonic())
 
     async def ModelStreamInfer(
         self, requests: AsyncIterator[Decoded], context: Any
     ) -> AsyncIterator[bytes | pb.ModelStreamInferResponse]:
-        """One answer per request, each as soon as it is ready (so possibly out of order), carrying its id.
+        """The answers to each request as soon as they are ready (so possibly out of order), carrying its id:
+        one per request of an ordinary model, any number for a decoupled one.
 
         When the server starts stopping, reading stops, the requests in flight are answered, and the call ends
         with UNAVAILABLE; when the client cancels, the requests in flight are cancelled.
         """
-        stream = _Stream(self._stream_answer)
+        stream = _Stream(self._stream_answers)
         reader = asyncio.ensure_future(stream.read(requests))
         stopping = asyncio.ensure_future(self._readiness.stopping.wait())
         stopping.add_done_callback(lambda _: stream.stop_reading(reader))
@@ -260,19 +269,30 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if stream.cut_short:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is stopping; requests not answered above")
 
-    async def _stream_answer(self, received: Decoded) -> bytes | pb.ModelStreamInferResponse:
+    async def _stream_answers(self, received: Decoded) -> AsyncGenerator[Answer, None]:
+        """The answers to one request of a ModelStreamInfer call: its responses, each marked final or not
+        (``triton_final_response``), or an error. A decoupled model's responses are all marked not final, as
+        its stream ends only after the last: an empty final response follows if the request asked for it."""
         if isinstance(received, InvalidInputError):
-            return pb.ModelStreamInferResponse(error_message=str(received))
+            yield pb.ModelStreamInferResponse(error_message=str(received))
+            return
         message = received.message
         try:
-            return grpc_codec.encode_stream_response(await self._infer(received))
+            decoupled = self._models.find(message.model_name, message.model_version).spec.config.decoupled
+            async with aclosing(self._responses(received, final=not decoupled)) as responses:
+                async for response in responses:
+                    yield grpc_codec.encode_stream_response(response)
         except InferenceError as exc:
             error = str(exc)
         except Exception as exc:
             log.exception("a ModelStreamInfer request failed")
             error = f"internal server error: {exc!r}"
+        else:
+            if decoupled and grpc_codec.parameters_of(message.parameters).get(grpc_codec.EMPTY_FINAL_RESPONSE):
+                yield grpc_codec.final_stream_response(message)
+            return
         echo = pb.ModelInferResponse(model_name=message.model_name, model_version=message.model_version, id=message.id)
-        return pb.ModelStreamInferResponse(error_message=error, infer_response=echo)
+        yield pb.ModelStreamInferResponse(error_message=error, infer_response=echo)
 
     @_answering_errors
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: Any) -> Any:
@@ -291,10 +311,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     CudaSharedMemoryStatus = CudaSharedMemoryRegister = CudaSharedMemoryUnregister = _no_shared_memory
 
 
+async def _parse(received: grpc_codec.Received, spec: ModelSpec) -> InferRequest:
+    """`inference.Parse` for a received ModelInferRequest."""
+    return grpc_codec.parse_infer_request(received.message, spec, received.raw)
+
+
 class _Stream:
     """The requests of one ModelStreamInfer call in flight, and their answers in the order they are ready."""
 
-    def __init__(self, answer: Callable[[Decoded], Awaitable[Answer]]) -> None:
+    def __init__(self, answer: Callable[[Decoded], AsyncGenerator[Answer, None]]) -> None:
         self.answers: asyncio.Queue[Answer | None] = asyncio.Queue()  # None: the end
         self.cut_short = False  # reading stopped before the client closed its side
         self._answer = answer
@@ -318,7 +343,9 @@ class _Stream:
         self.answers.put_nowait(None)
 
     async def _run(self, message: Decoded) -> None:
-        self.answers.put_nowait(await self._answer(message))
+        async with aclosing(self._answer(message)) as answers:
+            async for answer in answers:
+                self.answers.put_nowait(answer)
 
     def stop_reading(self, reader: asyncio.Future[None]) -> None:
         """The server is stopping: take no more requests (a pending read is dropped with the call)."""

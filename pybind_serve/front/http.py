@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -16,12 +16,12 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from ..errors import InferenceError, InternalServerError, InvalidInputError, PayloadTooLargeError
 from ..metrics import Metrics
-from ..protocol import documents, rest
+from ..protocol import documents, generate, rest
 from ..protocol.messages import InferRequest, ModelSpec
 from ..scheduler import Pending
 from . import inference, statistics
@@ -30,7 +30,14 @@ from .models import Models
 __all__ = ["HttpOptions", "create_app", "error_response"]
 
 JSON = "application/json"
-EXTENSIONS = ["binary_tensor_data", "model_configuration", "parameters", "schedule_policy", "statistics"]
+EXTENSIONS = [
+    "binary_tensor_data",
+    "generate",
+    "model_configuration",
+    "parameters",
+    "schedule_policy",
+    "statistics",
+]
 
 
 @dataclass(frozen=True)
@@ -112,16 +119,15 @@ def create_app(models: Models, metrics: Metrics, options: HttpOptions, is_servin
             body = rest.decode_body(body, request.headers.get("content-encoding"), options.max_body_bytes)
             return rest.parse_infer_request(body, _header_length(request), spec)
 
+        model = (params["name"], params.get("version"))
         try:
-            content, header_length = await inference.infer(
-                models,
-                metrics,
-                (params["name"], params.get("version")),
-                parse,
-                rest.encode_infer_response,
-                arrived,
-                partial(_outcome, request),
-            )
+            if models.find(*model).spec.config.decoupled:
+                responses = inference.stream(models, metrics, model, parse, rest.encode_infer_response, arrived)
+                content, header_length = await inference.single(responses, f"model {model[0]!r}")
+            else:
+                content, header_length = await inference.infer(
+                    models, metrics, model, parse, rest.encode_infer_response, arrived, partial(_outcome, request)
+                )
         except InferenceError as exc:
             return error_response(exc)
         except inference.ClientGone:
@@ -133,6 +139,29 @@ def create_app(models: Models, metrics: Metrics, options: HttpOptions, is_servin
             media_type="application/octet-stream",
             headers={"Inference-Header-Content-Length": str(header_length)},
         )
+
+    async def parse_generate(request: Request, spec: ModelSpec) -> InferRequest:
+        body = await _read_body(request, options.max_body_bytes)
+        body = rest.decode_body(body, request.headers.get("content-encoding"), options.max_body_bytes)
+        return generate.parse_generate_request(body, spec)
+
+    def generate_responses(request: Request) -> AsyncGenerator[bytes, None]:
+        model = (request.path_params["name"], request.path_params.get("version"))
+        parse = partial(parse_generate, request)
+        encode = generate.encode_generate_response
+        return inference.stream(models, metrics, model, parse, encode, time.monotonic())
+
+    async def generate_one(request: Request) -> Response:
+        responses = generate_responses(request)
+        return Response(await inference.single(responses, f"model {request.path_params['name']!r}"), media_type=JSON)
+
+    async def generate_stream(request: Request) -> Response:
+        responses = generate_responses(request)
+        try:  # an error before the first response is an ordinary error answer, with its status
+            first = await anext(responses, None)
+        except InferenceError as exc:
+            return error_response(exc)
+        return StreamingResponse(_events(first, responses), media_type="text/event-stream; charset=utf-8")
 
     async def live(_: Request) -> Response:
         return Response(status_code=200)
@@ -181,8 +210,26 @@ def create_app(models: Models, metrics: Metrics, options: HttpOptions, is_servin
             Route(f"{prefix}/config", model_config),
             Route(f"{prefix}/ready", model_ready),
             Route(f"{prefix}/infer", infer, methods=["POST"]),
+            Route(f"{prefix}/generate", generate_one, methods=["POST"]),
+            Route(f"{prefix}/generate_stream", generate_stream, methods=["POST"]),
         ]
     return Starlette(routes=routes, exception_handlers=_exception_handlers())
+
+
+async def _events(first: bytes | None, rest_: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    """The server-sent events of a generate_stream answer; an error after the first becomes an error event.
+
+    Starlette cancels this when the client disconnects, which closes ``rest_`` and so cancels the request.
+    """
+    try:
+        if first is not None:
+            yield generate.sse_event(first)
+        async for response in rest_:
+            yield generate.sse_event(response)
+    except InferenceError as exc:
+        yield generate.sse_event(rest.encode_error(str(exc)))
+    finally:
+        await rest_.aclose()
 
 
 def _exception_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:

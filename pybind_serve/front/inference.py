@@ -3,26 +3,30 @@ request, queue it, await its response, and count it in the metrics.
 
 Each front brings what differs: how it parses its wire format, how it encodes the response (run in the
 dispatcher while the outputs are still views into shared memory), and how it notices that a client went away.
+
+`infer` gives one response; `stream` gives each response as it comes: the one of an ordinary model, or the
+zero, one or many of a decoupled (streaming) model. Closing the stream early (the client went away) cancels
+the request, in the queue or in the worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
 
-from ..errors import InferenceError, ModelExecutionError, UnavailableError
+from ..errors import InferenceError, InvalidInputError, ModelExecutionError, UnavailableError
 from ..metrics import Metrics
 from ..protocol.messages import InferRequest, ModelSpec
 from ..scheduler import Pending
 from .dispatcher import Job
 from .models import Models
 
-__all__ = ["ClientGone", "failure_reason", "infer"]
+__all__ = ["ClientGone", "failure_reason", "infer", "single", "stream"]
 
 T = TypeVar("T")
 Parse = Callable[[ModelSpec], Awaitable[InferRequest]]
@@ -76,3 +80,61 @@ async def infer(
     stats.success += 1
     stats.request_us += int((time.monotonic() - arrived) * 1e6)
     return result
+
+
+_END = object()
+
+
+async def stream(
+    models: Models,
+    metrics: Metrics,
+    model: tuple[str, str | int | None],
+    parse: Parse,
+    encode: Encode[T],
+    arrived: float,
+) -> AsyncGenerator[T, None]:
+    """Serve one request, yielding each encoded response as it is ready; counted as `infer` counts.
+
+    Raises the `InferenceError` that ends the stream (responses yielded before it stand).
+    """
+    entry = models.ready(*model)
+    if not entry.spec.config.decoupled:
+        yield await infer(models, metrics, model, parse, encode, arrived)
+        return
+    stats = metrics.model(entry.spec.name, entry.spec.version)
+    responses: asyncio.Queue[Any] = asyncio.Queue()
+    pending = None
+    try:
+        request = await parse(entry.spec)
+        job = Job(request, partial(encode, entry.spec, request), arrived, emit=responses.put_nowait)
+        pending = entry.scheduler.submit(job, request.rows, request.shape_key(), request.priority, request.timeout_us)
+        # Called soon after the last emit, so the end comes after every response.
+        pending.future.add_done_callback(lambda _: responses.put_nowait(_END))
+        while (response := await responses.get()) is not _END:
+            yield response
+        pending.future.result()
+    except InferenceError as exc:
+        stats.fail(failure_reason(exc))
+        raise
+    except (GeneratorExit, asyncio.CancelledError):
+        stats.fail("CANCELED")
+        raise
+    finally:
+        if pending is not None and not pending.future.done():
+            pending.cancel()  # the consumer stopped early: nobody wants the rest
+    stats.success += 1
+    stats.request_us += int((time.monotonic() - arrived) * 1e6)
+
+
+async def single(responses: AsyncIterator[T], label: str) -> T:
+    """The one response of a `stream`; a decoupled model that answers none or several is an error here
+    (the endpoints that carry exactly one response: REST ``infer`` and ``generate``, gRPC ``ModelInfer``)."""
+    found: list[T] = []
+    async for response in responses:
+        found.append(response)
+    if len(found) != 1:
+        raise InvalidInputError(
+            f"{label} is decoupled and answered this request with {len(found)} responses; this endpoint carries "
+            "exactly one: use gRPC ModelStreamInfer or HTTP generate_stream for streaming models"
+        )
+    return found[0]

@@ -179,7 +179,7 @@ class Front:
 
     def _route(self, identity: bytes, frame: dict[str, Any]) -> None:
         op = frame.get("op")
-        if op in ("result", "error"):
+        if op in ("result", "error", "partial", "done"):
             self.dispatcher.answer(frame)
         elif op == "hello":
             self._hello(identity, frame)

@@ -36,10 +36,13 @@ from .protowire import field_header, split_field
 from .tensor_codec import array_from_buffer, array_to_buffer, datatype_of
 
 __all__ = [
+    "EMPTY_FINAL_RESPONSE",
+    "FINAL_RESPONSE",
     "Received",
     "decode_infer_request",
     "encode_infer_response",
     "encode_stream_response",
+    "final_stream_response",
     "model_config_response",
     "model_metadata_response",
     "model_statistics_response",
@@ -48,6 +51,11 @@ __all__ = [
     "repository_index_response",
     "server_metadata_response",
 ]
+
+# Response parameter of ModelStreamInfer: whether a response is its request's last (Triton's name).
+FINAL_RESPONSE = "triton_final_response"
+# Request parameter of ModelStreamInfer: send an empty last response when the last data response was not final.
+EMPTY_FINAL_RESPONSE = "triton_enable_empty_final_response"
 
 # Field numbers in grpc_service.proto.
 _RAW_INPUT_CONTENTS = pb.ModelInferRequest.RAW_INPUT_CONTENTS_FIELD_NUMBER
@@ -188,13 +196,18 @@ def _narrowed(array: np.ndarray, datatype: str) -> np.ndarray:
     return array.astype(target)
 
 
-def encode_infer_response(spec: ModelSpec, request: InferRequest, outputs: dict[str, np.ndarray]) -> bytes:
+def encode_infer_response(
+    spec: ModelSpec, request: InferRequest, outputs: dict[str, np.ndarray], final: bool | None = None
+) -> bytes:
     """The serialized ModelInferResponse for ``request``: the outputs it asked for (else all), as raw contents.
 
     Each array's bytes are copied once, into the result, which keeps no reference to the arrays: they may be
-    views into memory that is reused as soon as this returns.
+    views into memory that is reused as soon as this returns. ``final`` (on ModelStreamInfer) is carried as
+    the ``triton_final_response`` parameter: whether this is the request's last response.
     """
     response = pb.ModelInferResponse(model_name=spec.name, model_version=str(spec.version), id=request.id)
+    if final is not None:
+        response.parameters[FINAL_RESPONSE].bool_param = final
     pieces: list[bytes | memoryview] = []
     for tensor, array, _ in selected_outputs(spec, request, outputs):
         datatype = datatype_of(tensor.dtype)
@@ -207,6 +220,14 @@ def encode_infer_response(spec: ModelSpec, request: InferRequest, outputs: dict[
 def encode_stream_response(infer_response: bytes) -> bytes:
     """A serialized ModelStreamInferResponse around a serialized ModelInferResponse (no error)."""
     return field_header(_INFER_RESPONSE, len(infer_response)) + infer_response
+
+
+def final_stream_response(message: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+    """The empty last response of a decoupled model's stream, sent when the request asked for it
+    (``triton_enable_empty_final_response``): it only says that no more responses will come."""
+    response = pb.ModelInferResponse(model_name=message.model_name, model_version=message.model_version, id=message.id)
+    response.parameters[FINAL_RESPONSE].bool_param = True
+    return pb.ModelStreamInferResponse(infer_response=response)
 
 
 def server_metadata_response(version: str, extensions: list[str]) -> pb.ServerMetadataResponse:

@@ -21,7 +21,11 @@ import zmq
 from ..errors import StartupError
 from .frames import decode, encode
 
-__all__ = ["ControlClient", "WorkerChannel", "new_endpoint"]
+__all__ = ["ControlClient", "Empty", "WorkerChannel", "new_endpoint"]
+
+
+class Empty(Exception):
+    """`WorkerChannel.receive` with a timeout: no frame came in time."""
 
 
 def new_endpoint(owner_pid: int) -> str:
@@ -48,14 +52,19 @@ class WorkerChannel:
     def send(self, frame: dict[str, Any]) -> None:
         self.socket.send(encode(frame), copy=False)
 
-    def receive(self) -> dict[str, Any] | None:
-        """The next frame, or None once ``stop_fd`` is readable (stop asked, or the owner died)."""
+    def receive(self, timeout_ms: int | None = None) -> dict[str, Any] | None:
+        """The next frame, or None once ``stop_fd`` is readable (stop asked, or the owner died).
+
+        With ``timeout_ms`` (0: only what has arrived already), `Empty` when no frame came in time.
+        """
         while True:
-            events = dict(self._poller.poll())
+            events = dict(self._poller.poll(timeout_ms))
             if self.socket in events:
                 return decode(self.socket.recv())
             if events:
                 return None
+            if timeout_ms is not None:
+                raise Empty
 
     def close(self) -> None:
         self.socket.close(linger=0)

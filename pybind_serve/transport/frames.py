@@ -11,6 +11,14 @@ which copies). Frames::
     worker -> front   {"op": "error", "id": n, "type": "ModelExecutionError", "message": "...", "traceback": "..."}
     front  -> worker  {"op": "free", "blocks": [[segment, offset, nbytes], ...]}
 
+A decoupled (streaming) model answers a batch with any number of ``partial`` frames, then ``done`` or ``error``;
+``index`` lists the requests (positions in the batch) that the outputs answer, ``ended`` those whose stream is
+over; the front sends ``cancel`` when a request's client went away::
+
+    worker -> front   {"op": "partial", "id": n, "index": [0, 2], "ended": [1], "outputs": {name: desc}}
+    worker -> front   {"op": "done", "id": n, "compute_us": t}
+    front  -> worker  {"op": "cancel", "id": n, "index": i}
+
 >>> import os
 >>> arena, peer = Arena(f"{os.getpid()}_doc", "f"), SegmentMap()
 >>> desc = write_group(arena, [np.arange(3, dtype=np.float32), np.arange(2, dtype=np.float32)])

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -87,3 +89,15 @@ def grpc_url(serve: Serve) -> str:
     """The gRPC endpoint's ``host:port``."""
     assert serve.grpc_url is not None
     return serve.grpc_url
+
+
+@pytest.fixture(scope="module")
+def perf_analyzer() -> str:
+    """The binary: $PERF_ANALYZER or the one on PATH. CI must run these tests, so there a missing one fails."""
+    binary = os.environ.get("PERF_ANALYZER") or shutil.which("perf_analyzer")
+    if binary and os.access(binary, os.X_OK):
+        return binary
+    why = f"no perf_analyzer: PERF_ANALYZER={os.environ.get('PERF_ANALYZER')!r} and none on PATH"
+    if os.environ.get("CI"):
+        pytest.fail(f"{why}; CI provides one through .ci/perf_analyzer.sh")
+    pytest.skip(why)

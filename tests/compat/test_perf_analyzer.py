@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 
 import httpx
@@ -18,18 +16,6 @@ TIMEOUT_S = 120
 THROUGHPUT = re.compile(r"^\s*Throughput: ([0-9.]+) infer/sec", re.MULTILINE)
 REQUEST_COUNT = re.compile(r"^\s*Request count: (\d+)", re.MULTILINE)
 ERROR_LINE = re.compile(r"error|fail|exception|unexpected", re.IGNORECASE)
-
-
-@pytest.fixture(scope="module")
-def perf_analyzer() -> str:
-    """The binary: $PERF_ANALYZER or the one on PATH. CI must run these tests, so there a missing one fails."""
-    binary = os.environ.get("PERF_ANALYZER") or shutil.which("perf_analyzer")
-    if binary and os.access(binary, os.X_OK):
-        return binary
-    why = f"no perf_analyzer: PERF_ANALYZER={os.environ.get('PERF_ANALYZER')!r} and none on PATH"
-    if os.environ.get("CI"):
-        pytest.fail(f"{why}; CI provides one through .ci/perf_analyzer.sh")
-    pytest.skip(why)
 
 
 def metric(serve: Serve, family: str) -> float:

@@ -265,3 +265,19 @@ def test_every_example_has_a_test_here() -> None:
     assert not untested, f"examples without an end-to-end test in {Path(__file__).name}: {untested}"
     for path in TESTED_ELSEWHERE.values():
         assert (ROOT / path).is_file(), path
+
+
+def test_streaming(start_server: Callable[[str], Server]) -> None:
+    """The gRPC client prints the prompt's words reversed, one per line; curl's generate_stream gets the same."""
+    server = start_server("streaming")
+    stdout = run_client("streaming", "--url", server.grpc_url, "the quick brown fox")
+    assert stdout.splitlines() == ["fox", "brown", "quick", "the"]
+    url = f"http://{server.url}/v2/models/reverse_words/generate_stream"
+    with httpx.stream("POST", url, json={"text_input": "one two"}, timeout=30) as response:
+        body = response.read().decode()
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    assert [event for event in body.split("\n\n") if event] == [
+        'data: {"model_name":"reverse_words","model_version":"1","text_output":"two"}',
+        'data: {"model_name":"reverse_words","model_version":"1","text_output":"one"}',
+    ]
+    stop(server)

@@ -20,7 +20,7 @@ from pybind_serve.decorators import (
     sample,
 )
 from pybind_serve.errors import ConfigurationError, DecoratorUsageError
-from pybind_serve.request import Request
+from pybind_serve.request import STREAM_END, Request
 
 
 def req(parameters: dict[str, Any] | None = None, **arrays: Any) -> Request:
@@ -269,15 +269,45 @@ def test_sample_zips_the_streams_of_each_request() -> None:
     assert [tolists(step) for step in steps] == [[{"y": [0]}, {"y": [5]}], [{"y": [1]}, {"y": [6]}]]
 
 
-def test_sample_streams_of_uneven_length_are_an_error() -> None:
+def test_sample_streams_end_one_by_one_with_stream_end_then_none() -> None:
     @sample
     def f(n: np.ndarray) -> Iterator[dict[str, np.ndarray]]:
         for step in range(int(n[0])):
             yield {"y": np.array([step])}
 
-    stream = f([req(n=[1]), req(n=[2]), req(n=[2])])
-    assert len(next(stream)) == 3
-    with pytest.raises(DecoratorUsageError, match="the 3 streams of one call must yield equally often, but 1 ended"):
+    steps = list(f([req(n=[1]), req(n=[3]), req(n=[2])]))
+    assert [
+        [item if item is None or item is STREAM_END else tolists([item])[0] for item in step] for step in steps
+    ] == [
+        [{"y": [0]}, {"y": [0]}, {"y": [0]}],
+        [STREAM_END, {"y": [1]}, {"y": [1]}],
+        [None, {"y": [2]}, STREAM_END],
+    ]
+
+
+def test_group_by_keys_streams_end_per_group() -> None:
+    @group_by_keys
+    def f(requests: list[Request]) -> Iterator[list[dict[str, Any]]]:
+        for step in range(len(requests)):
+            yield [{"step": step} for _ in requests]
+
+    steps = list(f([req(a=[1]), req(b=[1]), req(a=[2])]))  # groups: a (2 requests), b (1 request)
+    assert steps == [
+        [{"step": 0}, {"step": 0}, {"step": 0}],
+        [{"step": 1}, STREAM_END, {"step": 1}],
+    ]
+
+
+def test_batch_level_streams_of_uneven_length_are_an_error() -> None:
+    @batch
+    @group_by_values("k")
+    def f(k: np.ndarray) -> Iterator[dict[str, np.ndarray]]:
+        for step in range(int(k[0, 0])):
+            yield {"y": np.full((len(k), 1), step)}
+
+    stream = f([req(k=[[1]]), req(k=[[2]])])
+    next(stream)
+    with pytest.raises(DecoratorUsageError, match="the 2 streams of one call must yield equally often, but 1 ended"):
         next(stream)
 
 
@@ -295,8 +325,8 @@ def test_sample_wraps_async_functions_and_async_generators() -> None:
     assert tolists(asyncio.run(f([req(x=[1]), req(x=[2])]))) == [{"y": [-1]}, {"y": [-2]}]
     steps = asyncio.run(collect(g([req(x=[2]), req(x=[2])])))
     assert [tolists(step) for step in steps] == [[{"y": [0]}, {"y": [0]}], [{"y": [1]}, {"y": [1]}]]
-    with pytest.raises(DecoratorUsageError, match="must yield equally often"):
-        asyncio.run(collect(g([req(x=[2]), req(x=[1])])))
+    steps = asyncio.run(collect(g([req(x=[2]), req(x=[1])])))
+    assert [step[1] if step[1] is STREAM_END else tolists([step[1]])[0] for step in steps] == [{"y": [0]}, STREAM_END]
 
 
 # ---- @fill_optionals ------------------------------------------------------------------------------------
