@@ -26,7 +26,7 @@ from .protocol.messages import ModelSpec
 from .request import Request
 from .supervisor import Supervisor
 from .tensor import Tensor
-from .transport.channel import ControlClient, endpoint_path, new_endpoint
+from .transport.channel import ControlClient, endpoint_path, new_endpoint, remove_stale_endpoints
 from .transport.shm import new_owner, remove_segments_of, remove_stale_segments
 
 __all__ = ["Serve"]
@@ -246,6 +246,8 @@ class Serve:
     def _start(self) -> None:
         for name in remove_stale_segments():
             log.info("removed shared memory %s of a server that died", name)
+        for name in remove_stale_endpoints():
+            log.info("removed socket file %s of a server that died", name)
         sockets = _listen_all(self.host, {kind: self._ports[kind] for kind in ("http", "metrics")})
         self._ports.update({kind: sock.getsockname()[1] for kind, sock in sockets.items()})
         self._lifeline = os.pipe()

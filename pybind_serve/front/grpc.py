@@ -39,7 +39,7 @@ from ..protocol.proto import grpc_service_pb2_grpc as pb_grpc
 from ..protocol.proto import health_pb2_grpc
 from . import inference, statistics
 from .health import HealthServicer, Readiness
-from .models import Models
+from .models import NO_REPOSITORY, Models
 
 __all__ = ["EXTENSIONS", "GrpcOptions", "InferenceServicer", "start_server", "status_code"]
 
@@ -47,7 +47,6 @@ log = logging.getLogger("pybind_serve.front")
 
 # Binary tensor data is the REST extension for what gRPC's raw contents always do, so it is not listed here.
 EXTENSIONS = ["model_configuration", "parameters", "schedule_policy", "statistics"]
-NO_REPOSITORY = "pybind_serve has no model repository: models are loaded and unloaded with Serve.bind() / unbind()"
 NO_SHARED_MEMORY = "shared-memory regions are not supported yet: send the tensors in the request"
 
 _INFER_METHODS = ("ModelInfer", "ModelStreamInfer")

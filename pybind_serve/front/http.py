@@ -19,13 +19,13 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from ..errors import InferenceError, InternalServerError, InvalidInputError, PayloadTooLargeError
+from ..errors import InferenceError, InternalServerError, InvalidInputError, PayloadTooLargeError, UnsupportedError
 from ..metrics import Metrics
 from ..protocol import documents, generate, rest
 from ..protocol.messages import InferRequest, ModelSpec
 from ..scheduler import Pending
 from . import inference, statistics
-from .models import Models
+from .models import NO_REPOSITORY, Models
 
 __all__ = ["HttpOptions", "create_app", "error_response"]
 
@@ -190,6 +190,9 @@ def create_app(models: Models, metrics: Metrics, options: HttpOptions, is_servin
         only_ready = bool(json.loads(body).get("ready")) if body.strip() else False
         return _json(documents.repository_index(models.index(only_ready)))
 
+    async def repository_control(action: str, request: Request) -> Response:
+        raise UnsupportedError(f"cannot {action} model {request.path_params['name']!r}: {NO_REPOSITORY}")
+
     async def model_statistics(request: Request) -> Response:
         name, version = request.path_params.get("name", ""), request.path_params.get("version", "")
         return _json({"model_stats": statistics.model_statistics(models, metrics, name, version)})
@@ -201,6 +204,8 @@ def create_app(models: Models, metrics: Metrics, options: HttpOptions, is_servin
         Route("/v2/health/ready", ready),
         Route("/v2", server_metadata),
         Route("/v2/repository/index", repository_index, methods=["GET", "POST"]),
+        Route("/v2/repository/models/{name}/load", partial(repository_control, "load"), methods=["POST"]),
+        Route("/v2/repository/models/{name}/unload", partial(repository_control, "unload"), methods=["POST"]),
         Route("/v2/models/stats", model_statistics),  # before the model routes: "stats" is no model's name here
     ]
     for prefix in (model, versioned):

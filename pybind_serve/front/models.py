@@ -10,7 +10,10 @@ from ..errors import ModelNotFoundError, ModelNotReadyError, UnavailableError
 from ..protocol.messages import ModelSpec
 from ..scheduler import Scheduler
 
-__all__ = ["ModelEntry", "Models"]
+__all__ = ["NO_REPOSITORY", "ModelEntry", "Models"]
+
+# Both fronts' answer to the repository extension's load / unload (Triton's model control mode).
+NO_REPOSITORY = "pybind_serve has no model repository: models are loaded and unloaded with Serve.bind() / unbind()"
 
 
 @dataclass(eq=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import tempfile
 import threading
 import time
@@ -20,8 +21,9 @@ import zmq
 
 from ..errors import StartupError
 from .frames import decode, encode
+from .shm import process_alive
 
-__all__ = ["ControlClient", "Empty", "WorkerChannel", "new_endpoint"]
+__all__ = ["ControlClient", "Empty", "WorkerChannel", "new_endpoint", "remove_stale_endpoints"]
 
 
 class Empty(Exception):
@@ -35,6 +37,24 @@ def new_endpoint(owner_pid: int) -> str:
 
 def endpoint_path(endpoint: str) -> str:
     return endpoint.removeprefix("ipc://")
+
+
+_SOCKET_FILE = re.compile(r"^pybind_serve_(\d+)_[0-9a-f]{12}\.sock$")
+
+
+def remove_stale_endpoints(directory: str | None = None) -> list[str]:
+    """Remove the socket files of servers whose owner process is dead (killed before it could clean up)."""
+    directory = directory or tempfile.gettempdir()
+    removed = []
+    for name in os.listdir(directory):
+        match = _SOCKET_FILE.match(name)
+        if match and not process_alive(int(match.group(1))):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:  # another server swept it first
+                continue
+            removed.append(name)
+    return removed
 
 
 class WorkerChannel:

@@ -218,7 +218,8 @@ def remove_segments_of(owner: str, tag: str = "") -> list[str]:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of that pid exists (one we may not signal counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -233,7 +234,7 @@ def remove_stale_segments() -> list[str]:
     removed = []
     for name in _segment_names():
         match = _NAME.match(name)
-        if match and not _alive(int(match.group(1))):
+        if match and not process_alive(int(match.group(1))):
             _unlink(name)
             removed.append(name)
     return removed

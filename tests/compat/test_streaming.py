@@ -188,7 +188,9 @@ def test_perf_analyzer_streams_from_a_decoupled_model(perf_analyzer: str, grpc_u
         *("-m", "reverse_words", "-i", "grpc", "-u", grpc_url, "--async", "--streaming"),
         *("--shape", "text_input:1", "--string-data", "one two three"),
         *("--concurrency-range", "4", "--measurement-interval", "1000"),
-        *("--max-trials", "3", "--stability-percentage", "100"),
+        # these runs check correctness, not speed: a loose stability bound (up to 10 windows) so that a noisy
+        # machine cannot fail them with "Failed to obtain stable measurement"
+        *("--max-trials", "10", "--stability-percentage", "500"),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
     output = done.stdout + done.stderr

@@ -244,6 +244,14 @@ def test_repository_index_lists_every_model_version_ready(client: httpx.Client, 
     }
 
 
+@pytest.mark.parametrize("action", ["load", "unload"])
+def test_repository_load_and_unload_say_models_are_bound_from_python(client: httpx.Client, action: str) -> None:
+    response = client.post(f"/v2/repository/models/add_sub/{action}")
+    assert response.status_code == 501
+    assert f"cannot {action} model 'add_sub'" in response.json()["error"] and "Serve.bind()" in response.json()["error"]
+    assert client.get("/v2/models/add_sub/ready").status_code == 200  # and nothing changed
+
+
 @pytest.mark.parametrize("path", ["/v2/nope", "/v2/models/add_sub/nope", "/"])
 def test_unknown_route_is_404_with_a_json_error(client: httpx.Client, path: str) -> None:
     response = client.get(path)

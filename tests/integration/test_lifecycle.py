@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -345,7 +346,11 @@ def test_sigkill_leaves_no_process_or_segment_and_a_new_server_works(
     assert wait_until(lambda: not any(alive(pid) for pid in orphans), 15), [p for p in orphans if alive(p)]
     # Checked before any new Serve starts: a new one sweeps the segments of dead servers itself.
     assert segments_of_pid(process.pid) == []
+    # A socket file the dead server may have left in the temp dir is swept by the next start too.
+    stale = Path(tempfile.gettempdir()) / f"pybind_serve_{process.pid}_{'0' * 12}.sock"
+    stale.touch()
     serve = make_serve()
     bind(serve)
     serve.run()
+    assert not stale.exists()
     assert outputs(infer(serve.http_url))["sub"] == [4.0, 4.0]
