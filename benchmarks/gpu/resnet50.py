@@ -1,0 +1,267 @@
+"""GPU scenario: ResNet-50 (random weights, fp16, channels-last) served with dynamic batching, beside the
+same model's offline throughput at the same batch size, in one run.
+
+Clients send uint8 224x224x3 images (the model casts on the GPU) in requests of ``--images-per-request``
+images, from ``--clients`` processes of ``--threads`` threads each, through `pybind_serve.client.ModelClient`
+over HTTP and gRPC; the model returns the top-1 class of each image (int64), so the answer path stays small.
+Served images/s are counted over ``--seconds`` after a warm-up. The shared-memory path runs only when the
+server lists ``system_shared_memory`` among its extensions (not in this build: it reports so).
+
+    python benchmarks/gpu/resnet50.py                              # on a CUDA machine
+    python benchmarks/gpu/resnet50.py --device cpu --batch 4 --seconds 2 --images-per-request 2   # smoke
+
+Writes ``<out>/gpu_resnet50.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def build_model(device: str, tiny: bool) -> Any:
+    import torch
+
+    torch.backends.cudnn.benchmark = True
+    if tiny:  # smoke runs on machines whose torchvision does not load: one conv, pooled, 1000 classes
+        layers = [
+            torch.nn.Conv2d(3, 8, 7, 4),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Linear(8, 1000),
+        ]
+        model = torch.nn.Sequential(*layers).eval().to(device)
+    else:
+        import torchvision
+
+        model = torchvision.models.resnet50(weights=None).eval().to(device)
+    if device != "cpu":
+        model = model.half()
+    return model.to(memory_format=torch.channels_last)
+
+
+def make_forward(model: Any, device: str):  # type: ignore[no-untyped-def]
+    """uint8 NHWC numpy (or tensor) -> top-1 class per image; the cast happens on the device."""
+    import torch
+
+    dtype = torch.float16 if device != "cpu" else torch.float32
+
+    @torch.inference_mode()
+    def forward(images: Any) -> Any:
+        x = images if isinstance(images, torch.Tensor) else torch.from_numpy(images)
+        x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).to(dtype).div_(255)
+        x = x.contiguous(memory_format=torch.channels_last)
+        return model(x).argmax(1)
+
+    return forward
+
+
+def offline(model: Any, device: str, batch: int, seconds: float) -> dict[str, float]:
+    import torch
+
+    forward = make_forward(model, device)
+    images = torch.randint(0, 256, (batch, 224, 224, 3), dtype=torch.uint8, device=device)
+    for _ in range(10):
+        forward(images)
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
+    sync()
+    iterations, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for _ in range(10):
+            forward(images)
+        sync()
+        iterations += 10
+    elapsed = time.perf_counter() - started
+    return {"batch": batch, "images_per_s": iterations * batch / elapsed, "ms_per_batch": elapsed / iterations * 1e3}
+
+
+def client_process(url: str, images: int, threads: int, warmup_s: float, seconds: float, results: Any) -> None:
+    from pybind_serve.client import ModelClient
+
+    rng = np.random.default_rng(os.getpid())
+    batch = rng.integers(0, 256, (images, 224, 224, 3), dtype=np.uint8)
+    start_at = time.monotonic() + warmup_s
+    stop_at = start_at + seconds
+    latencies: list[float] = []
+    done = [0]
+    lock = threading.Lock()
+
+    def loop() -> None:
+        with ModelClient(url, "resnet50", timeout_s=120) as client:
+            while (now := time.monotonic()) < stop_at:
+                out = client.infer_batch(image=batch)
+                end = time.monotonic()
+                assert out["label"].shape == (images, 1)
+                if now >= start_at:
+                    with lock:
+                        done[0] += images
+                        latencies.append(end - now)
+
+    workers = [threading.Thread(target=loop) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    results.put((done[0], latencies))
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def served(url: str, args: argparse.Namespace, front_pid: int | None) -> dict[str, Any]:
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    procs = [
+        context.Process(
+            target=client_process,
+            args=(url, args.images_per_request, args.threads, args.warmup, args.seconds, results),
+        )
+        for _ in range(args.clients)
+    ]
+    for p in procs:
+        p.start()
+    time.sleep(args.warmup)
+    cpu0, own0, t0 = (cpu_seconds(front_pid) if front_pid else 0.0), cpu_seconds(os.getpid()), time.monotonic()
+    time.sleep(args.seconds)
+    cpu1, own1, t1 = (cpu_seconds(front_pid) if front_pid else 0.0), cpu_seconds(os.getpid()), time.monotonic()
+    images, latencies = 0, []
+    for _ in procs:
+        n, lat = results.get(timeout=args.seconds + 300)
+        images += n
+        latencies += lat
+    for p in procs:
+        p.join(60)
+    latencies.sort()
+    requests = len(latencies)
+    return {
+        "url": url,
+        "images_per_s": images / args.seconds,
+        "requests_per_s": requests / args.seconds,
+        "pixels_MB_per_s": images * 224 * 224 * 3 / args.seconds / 1e6,
+        "p50_ms": statistics.median(latencies) * 1e3 if latencies else None,
+        "p99_ms": latencies[int(0.99 * (requests - 1))] * 1e3 if latencies else None,
+        "front_cpu_percent": (cpu1 - cpu0) / (t1 - t0) * 100 if front_pid else None,
+        "model_process_cpu_percent": (own1 - own0) / (t1 - t0) * 100,
+    }
+
+
+def front_pid_of() -> int | None:
+    """The front process: our only child that is not a client (started before the clients)."""
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == me:
+                return int(entry)
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--batch", type=int, default=64, help="max_batch_size, and the offline batch")
+    parser.add_argument("--images-per-request", type=int, default=16)
+    parser.add_argument("--clients", type=int, default=6, help="client processes")
+    parser.add_argument("--threads", type=int, default=4, help="threads (requests in flight) per client")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--delay-us", type=int, default=2000, help="max_queue_delay_us of the batcher")
+    parser.add_argument("--tiny", action="store_true", help="a one-layer stand-in model, for smoke runs")
+    parser.add_argument("--out", type=Path, default=HERE.parent / "results")
+    args = parser.parse_args()
+
+    import torch
+
+    from pybind_serve import DynamicBatcher, ModelConfig, Serve, Tensor, batch
+
+    model = build_model(args.device, args.tiny)
+    result: dict[str, Any] = {
+        "scenario": "ResNet-50 fp16 channels-last, random weights, uint8 224x224x3 in, top-1 class out",
+        "device": torch.cuda.get_device_name() if args.device != "cpu" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "options": {k: str(v) for k, v in vars(args).items()},
+    }
+    result["offline"] = offline(model, args.device, args.batch, args.seconds)
+    print("offline", result["offline"], flush=True)
+
+    forward = make_forward(model, args.device)
+
+    @batch
+    def resnet50(image: np.ndarray) -> dict[str, np.ndarray]:
+        return {"label": forward(image).cpu().numpy().astype(np.int64)[:, None]}
+
+    config = ModelConfig(max_batch_size=args.batch, batcher=DynamicBatcher(max_queue_delay_us=args.delay_us))
+    with Serve(http_port=0, grpc_port=0, metrics_port=0) as serve:
+        serve.bind(
+            "resnet50",
+            resnet50,
+            [Tensor("image", np.uint8, (224, 224, 3))],
+            [Tensor("label", np.int64, (1,))],
+            config=config,
+        )
+        serve.run()
+        front = front_pid_of()
+        with urllib.request.urlopen(f"{serve.http_url}/v2", timeout=10) as response:
+            extensions = json.load(response).get("extensions", [])
+        paths = {"http": serve.http_url, "grpc": f"grpc://{serve.grpc_url}"}
+        result["served"] = {}
+        for name, url in paths.items():
+            figures = served(url, args, front)
+            figures["ratio_to_offline"] = figures["images_per_s"] / result["offline"]["images_per_s"]
+            result["served"][name] = figures
+            print(name, figures, flush=True)
+        if "system_shared_memory" in extensions:
+            result["served"]["system_shared_memory"] = "the server lists it, but this script has no shm client yet"
+        else:
+            result["served"]["system_shared_memory"] = "not available in this build (not in GET /v2 extensions)"
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gpu_resnet50.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        "# GPU scenario: ResNet-50 served vs offline",
+        "",
+        f"{result['device']}, torch {result['torch']}, {result['cpus']} CPUs; batch {args.batch}; requests of "
+        f"{args.images_per_request} images from {args.clients} processes x {args.threads} threads; "
+        f"{args.seconds:g} s windows.",
+        "",
+        "| path | images/s | ratio to offline | req/s | pixels MB/s | p50 ms | p99 ms | front CPU % "
+        "| model process CPU % |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| offline (batch {args.batch}) | {result['offline']['images_per_s']:.0f} | 1.00 | | | | | | |",
+    ]
+    for name, f in result["served"].items():
+        if isinstance(f, str):
+            lines.append(f"| {name} | {f} | | | | | | | |")
+        else:
+            lines.append(
+                f"| {name} | {f['images_per_s']:.0f} | {f['ratio_to_offline']:.2f} | {f['requests_per_s']:.0f} | "
+                f"{f['pixels_MB_per_s']:.0f} | {f['p50_ms']:.1f} | {f['p99_ms']:.1f} | "
+                f"{f['front_cpu_percent'] or 0:.0f} | {f['model_process_cpu_percent']:.0f} |"
+            )
+    (args.out / "gpu_resnet50.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
