@@ -1,0 +1,107 @@
+"""The front's registry of client shared-memory regions (KServe system shared-memory extension).
+
+A registered region maps ``byte_size`` bytes of the client's POSIX segment ``key`` from ``offset`` on. Tensors
+are only ever reached through `Regions.view`, which checks the window against the registered size, so a
+request can never read or write outside what the client registered. The client owns its segments: we map
+and unmap them, and never unlink one.
+
+>>> import os
+>>> fd = os.open("/dev/shm/regions_doc", os.O_CREAT | os.O_RDWR, 0o600); os.ftruncate(fd, 64); os.close(fd)
+>>> regions = Regions()
+>>> regions.register(RegionSpec("r", "/regions_doc", 0, 64))
+>>> regions.view("input", "x", TensorReference("r", 8, 4))[:] = b"abcd"
+>>> bytes(regions.view("output", "y", TensorReference("r", 8, 4)))
+b'abcd'
+>>> regions.close(); os.unlink("/dev/shm/regions_doc")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+from dataclasses import dataclass
+
+from ..errors import InvalidInputError
+from ..protocol.shared_memory import RegionSpec, TensorReference, check_window
+
+__all__ = ["Regions"]
+
+SHM_DIR = "/dev/shm"
+
+
+@dataclass
+class _Mapped:
+    spec: RegionSpec
+    mapping: mmap.mmap
+    window: memoryview  # the registered bytes only: views are sliced from here, never from the whole mapping
+
+
+def _map(spec: RegionSpec) -> _Mapped:
+    name = spec.key.lstrip("/")
+    if not name or "/" in name:
+        raise InvalidInputError(f"Unable to open shared memory region '{spec.name}': invalid key '{spec.key}'")
+    try:
+        fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR)
+    except OSError as error:
+        raise InvalidInputError(
+            f"Unable to open shared memory region '{spec.name}': key '{spec.key}' ({error.strerror})"
+        ) from None
+    try:
+        size = os.fstat(fd).st_size
+        if spec.offset + spec.byte_size > size:
+            raise InvalidInputError(
+                f"shared memory region '{spec.name}': offset {spec.offset} + byte_size {spec.byte_size} "
+                f"exceeds the {size} bytes of key '{spec.key}'"
+            )
+        mapping = mmap.mmap(fd, size)
+    finally:
+        os.close(fd)
+    window = memoryview(mapping)[spec.offset : spec.offset + spec.byte_size]
+    return _Mapped(spec, mapping, window)
+
+
+class Regions:
+    """Registered regions by name: `register`, `unregister`, `status`, `view`; `close` unmaps them all."""
+
+    def __init__(self) -> None:
+        self._regions: dict[str, _Mapped] = {}
+
+    def register(self, spec: RegionSpec) -> None:
+        if spec.name in self._regions:
+            raise InvalidInputError(f"shared memory region '{spec.name}' already in manager")
+        self._regions[spec.name] = _map(spec)
+
+    def unregister(self, name: str = "") -> None:
+        """Unregister ``name``, or every region when ``name`` is empty (as Triton does); unknown names are ignored."""
+        for region in [name] if name else list(self._regions):
+            mapped = self._regions.pop(region, None)
+            if mapped is not None:
+                _release(mapped)
+
+    def status(self, name: str = "") -> list[RegionSpec]:
+        if not name:
+            return [mapped.spec for mapped in self._regions.values()]
+        if name not in self._regions:
+            raise InvalidInputError(f"Unable to find system shared memory region: '{name}'")
+        return [self._regions[name].spec]
+
+    def view(self, kind: str, tensor: str, reference: TensorReference) -> memoryview:
+        """The bytes of ``reference``, checked to lie inside its registered region."""
+        mapped = self._regions.get(reference.region)
+        if mapped is None:
+            raise InvalidInputError(
+                f"{kind} '{tensor}': unable to find system shared memory region '{reference.region}'"
+            )
+        check_window(kind, tensor, reference, mapped.spec)
+        return mapped.window[reference.offset : reference.offset + reference.byte_size]
+
+    def close(self) -> None:
+        self.unregister()
+
+
+def _release(mapped: _Mapped) -> None:
+    mapped.window.release()
+    # a view still exported (an in-flight request) keeps the mapping alive until the last view goes
+    with contextlib.suppress(BufferError):
+        mapped.mapping.close()
