@@ -37,7 +37,7 @@ from .model import ModelMetadata, RemoteModelConfig
 from .outputs import strip_batch_axis
 from .url import Endpoint, parse_url
 
-__all__ = ["ClientCore", "Codec", "InferOptions"]
+__all__ = ["ClientBase", "ClientCore", "Codec", "InferOptions"]
 
 # Readiness polling: a remote model announces nothing, so wait_for_model asks, backing off up to this.
 _FIRST_POLL_S, _MAX_POLL_S = 0.02, 0.5
@@ -264,3 +264,35 @@ def _problems(model: Any, version: Any, timeout_s: Any, headers: Any) -> list[st
     ):
         problems.append(f"headers must map str to str, got {headers!r}")
     return problems
+
+
+class ClientBase:
+    """What every client front-end (blocking, asyncio) holds: the `ClientCore` of one model, and its names."""
+
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        *,
+        version: int | str | None,
+        timeout_s: float,
+        headers: Mapping[str, str] | None,
+        shared_memory: bool,
+    ) -> None:
+        self._core = ClientCore(
+            url, model, version=version, timeout_s=timeout_s, headers=headers, shared_memory=shared_memory
+        )
+
+    @property
+    def url(self) -> str:
+        """The server's URL, normalized: ``http://host:port`` or ``grpc://host:port``."""
+        return str(self._core.endpoint)
+
+    @property
+    def model_name(self) -> str:
+        return self._core.model.name
+
+    @property
+    def model_version(self) -> str:
+        """The version asked for; "" lets the server choose."""
+        return self._core.model.version

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .core import ClientCore, InferOptions
+from .core import ClientBase, InferOptions
 from .exchange import DEFAULT_TIMEOUT_S, Call, Pause, Plan, Step, drive
 from .grpc_codec import StreamResponse
 from .model import RemoteModelConfig
@@ -24,38 +24,10 @@ Outputs = dict[str, np.ndarray]
 Client = TypeVar("Client", bound="_Blocking")
 
 
-class _Blocking:
+class _Blocking(ClientBase):
     """What the blocking clients share: the model's state, and running a plan on the transport."""
 
     _transport: Transport
-
-    def __init__(
-        self,
-        url: str,
-        model: str,
-        *,
-        version: int | str | None,
-        timeout_s: float,
-        headers: Mapping[str, str] | None,
-        shared_memory: bool,
-    ) -> None:
-        self._core = ClientCore(
-            url, model, version=version, timeout_s=timeout_s, headers=headers, shared_memory=shared_memory
-        )
-
-    @property
-    def url(self) -> str:
-        """The server's URL, normalized: ``http://host:port`` or ``grpc://host:port``."""
-        return str(self._core.endpoint)
-
-    @property
-    def model_name(self) -> str:
-        return self._core.model.name
-
-    @property
-    def model_version(self) -> str:
-        """The version asked for; "" lets the server choose."""
-        return self._core.model.version
 
     @property
     def model_config(self) -> RemoteModelConfig:
