@@ -61,7 +61,11 @@ class Serve:
     ``http_port`` / ``grpc_port`` / ``metrics_port`` default to Triton's 8000 / 8001 / 8002; 0 picks a free
     port (see `http_url`, `grpc_url`), None turns gRPC or metrics off. ``host`` is 127.0.0.1: pass
     ``"0.0.0.0"`` to serve other machines (e.g. in a container). ``max_body_bytes`` limits an HTTP request
-    body, ``grpc_max_message_bytes`` a gRPC request or response message.
+    body, ``grpc_max_message_bytes`` a gRPC request or response message. ``system_shared_memory=True`` turns on
+    the KServe system shared-memory extension: clients on this host register /dev/shm regions and pass
+    tensors through them instead of the request (``tritonclient.utils.shared_memory``, ``perf_analyzer
+    --shared-memory=system``, ``ModelClient(..., shared_memory=True)``). It is off by default, as any local
+    process allowed to reach the port could then have the server map its /dev/shm files.
 
     >>> import numpy as np
     >>> from pybind_serve import Serve, Tensor, batch
@@ -89,6 +93,7 @@ class Serve:
         drain_timeout_s: float = 30.0,
         startup_timeout_s: float = 30.0,
         log_level: str = "warning",
+        system_shared_memory: bool = False,
     ) -> None:
         ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
         problems = _port_problems(ports) + _size_problems(max_body_bytes, grpc_max_message_bytes)
@@ -98,6 +103,7 @@ class Serve:
         self.max_body_bytes, self.grpc_max_message_bytes = max_body_bytes, grpc_max_message_bytes
         self.drain_timeout_s, self.startup_timeout_s = drain_timeout_s, startup_timeout_s
         self.log_level = log_level
+        self.system_shared_memory = bool(system_shared_memory)
         self._state = State.NEW
         self._bindings: dict[tuple[str, int], _Binding] = {}
         self._lock = threading.RLock()
@@ -285,6 +291,7 @@ class Serve:
             "grpc_max_message_bytes": self.grpc_max_message_bytes,
             "drain_timeout_s": self.drain_timeout_s,
             "log_level": self.log_level,
+            "system_shared_memory": self.system_shared_memory,
         }
         fds = [s.fileno() for s in sockets.values()] + [self._lifeline[0]]
         command = [sys.executable, "-m", "pybind_serve.front.process", json.dumps(options)]

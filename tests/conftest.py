@@ -6,6 +6,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -59,17 +60,17 @@ def no_leaks() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def module_server(setup: Callable[[Serve], None], warm_up: Callable[[Serve], None]) -> Iterator[Serve]:
+def module_server(setup: Callable[[Serve], None], warm_up: Callable[[Serve], None], **options: Any) -> Iterator[Serve]:
     """A running `Serve` on free loopback ports for a whole test module, checked for leaks once stopped.
 
     Enter it in a module-scoped fixture, which pytest sets up before any function-scoped one (the autouse leak
     check above included) and tears down after the module's last test. ``setup`` binds the models;
     ``warm_up`` must call each of them once, because the front and each worker map their shared-memory arena on
     their first request: so the server's processes and segments exist before each test's snapshot and after
-    it, and only what a test itself leaks is reported.
+    it, and only what a test itself leaks is reported. ``options`` go to `Serve`.
     """
     shm_before, children_before = ours_in_shm(), child_pids()
-    server = Serve(http_port=0, grpc_port=0, metrics_port=0)
+    server = Serve(http_port=0, grpc_port=0, metrics_port=0, **options)
     try:
         setup(server)
         server.run()

@@ -32,7 +32,7 @@ from ..errors import (
     UnsupportedError,
 )
 from ..metrics import Metrics
-from ..protocol import grpc_codec
+from ..protocol import grpc_codec, shared_memory
 from ..protocol.messages import InferRequest, ModelSpec
 from ..protocol.proto import grpc_service_pb2 as pb
 from ..protocol.proto import grpc_service_pb2_grpc as pb_grpc
@@ -40,6 +40,7 @@ from ..protocol.proto import health_pb2_grpc
 from . import inference, statistics
 from .health import HealthServicer, Readiness
 from .models import NO_REPOSITORY, Models
+from .regions import NO_CUDA, Regions, enabled
 
 __all__ = ["EXTENSIONS", "GrpcOptions", "InferenceServicer", "start_server", "status_code"]
 
@@ -47,7 +48,7 @@ log = logging.getLogger("pybind_serve.front")
 
 # Binary tensor data is the REST extension for what gRPC's raw contents always do, so it is not listed here.
 EXTENSIONS = ["model_configuration", "parameters", "schedule_policy", "statistics"]
-NO_SHARED_MEMORY = "shared-memory regions are not supported yet: send the tensors in the request"
+SHARED_MEMORY_EXTENSION = "system_shared_memory"
 
 _INFER_METHODS = ("ModelInfer", "ModelStreamInfer")
 _HANDLER_KINDS = {
@@ -76,9 +77,15 @@ def status_code(exc: BaseException) -> grpc.StatusCode:
 
 
 async def start_server(
-    models: Models, metrics: Metrics, readiness: Readiness, is_serving: Callable[[], bool], options: GrpcOptions
+    models: Models,
+    metrics: Metrics,
+    readiness: Readiness,
+    is_serving: Callable[[], bool],
+    options: GrpcOptions,
+    regions: Regions | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Start serving on ``options.host:port``; the server and the port it listens on.
+    """Start serving on ``options.host:port``; the server and the port it listens on. ``regions``: the
+    registered system shared-memory regions (None: the extension is off).
 
     Raises `PortInUseError` when the port is taken, `StartupError` when it cannot be bound for another reason.
     """
@@ -90,7 +97,7 @@ async def start_server(
             ("grpc.so_reuseport", 0),  # grpc's default would let a second server share the port unnoticed
         ]
     )
-    servicer = InferenceServicer(models, metrics, readiness, is_serving, options.server_version)
+    servicer = InferenceServicer(models, metrics, readiness, is_serving, options.server_version, regions)
     _add_inference_servicer(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(readiness), server)
     try:
@@ -180,10 +187,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         readiness: Readiness,
         is_serving: Callable[[], bool],
         server_version: str,
+        regions: Regions | None = None,
     ) -> None:
         self._models, self._metrics = models, metrics
         self._readiness, self._is_serving = readiness, is_serving
         self._server_version = server_version
+        self._regions = regions
+        self._extensions = sorted([*EXTENSIONS, SHARED_MEMORY_EXTENSION]) if regions is not None else EXTENSIONS
 
     @_answering_errors
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
@@ -203,7 +213,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_answering_errors
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
-        return grpc_codec.server_metadata_response(self._server_version, EXTENSIONS)
+        return grpc_codec.server_metadata_response(self._server_version, self._extensions)
 
     @_answering_errors
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
@@ -235,7 +245,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         model = (message.model_name, message.model_version)
         if self._models.find(*model).spec.config.decoupled:
             return await inference.single(self._responses(received, None), f"model {message.model_name!r}")
-        parse = partial(_parse, received)
+        parse = partial(_parse, received, self._regions)
         encode = grpc_codec.encode_infer_response
         return await inference.infer(self._models, self._metrics, model, parse, encode, time.monotonic())
 
@@ -244,7 +254,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         message = received.message
         model = (message.model_name, message.model_version)
         encode = partial(grpc_codec.encode_infer_response, final=final)
-        return inference.stream(self._models, self._metrics, model, partial(_parse, received), encode, time.monotonic())
+        parse = partial(_parse, received, self._regions)
+        return inference.stream(self._models, self._metrics, model, parse, encode, time.monotonic())
 
     async def ModelStreamInfer(
         self, requests: AsyncIterator[Decoded], context: Any
@@ -301,18 +312,55 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, context: Any) -> Any:
         raise UnsupportedError(f"cannot unload model {request.model_name!r}: {NO_REPOSITORY}")
 
+    # The system shared-memory extension (UNIMPLEMENTED while it is off); CUDA shared memory is not supported.
+
     @_answering_errors
-    async def _no_shared_memory(self, request: Any, context: Any) -> Any:
-        raise UnsupportedError(NO_SHARED_MEMORY)
+    async def SystemSharedMemoryStatus(
+        self, request: pb.SystemSharedMemoryStatusRequest, context: Any
+    ) -> pb.SystemSharedMemoryStatusResponse:
+        regions = enabled(self._regions).status(request.name)
+        status = pb.SystemSharedMemoryStatusResponse.RegionStatus
+        return pb.SystemSharedMemoryStatusResponse(
+            regions={r.name: status(name=r.name, key=r.key, offset=r.offset, byte_size=r.byte_size) for r in regions}
+        )
 
-    # The shared-memory extension's six calls, declared so that clients get UNIMPLEMENTED with a reason.
-    SystemSharedMemoryStatus = SystemSharedMemoryRegister = SystemSharedMemoryUnregister = _no_shared_memory
-    CudaSharedMemoryStatus = CudaSharedMemoryRegister = CudaSharedMemoryUnregister = _no_shared_memory
+    @_answering_errors
+    async def SystemSharedMemoryRegister(
+        self, request: pb.SystemSharedMemoryRegisterRequest, context: Any
+    ) -> pb.SystemSharedMemoryRegisterResponse:
+        body = {"key": request.key, "offset": request.offset, "byte_size": request.byte_size}
+        enabled(self._regions).register(shared_memory.parse_register(request.name, body))
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @_answering_errors
+    async def SystemSharedMemoryUnregister(
+        self, request: pb.SystemSharedMemoryUnregisterRequest, context: Any
+    ) -> pb.SystemSharedMemoryUnregisterResponse:
+        enabled(self._regions).unregister(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    @_answering_errors
+    async def CudaSharedMemoryStatus(
+        self, request: pb.CudaSharedMemoryStatusRequest, context: Any
+    ) -> pb.CudaSharedMemoryStatusResponse:
+        if request.name:  # none can be registered
+            raise InvalidInputError(f"Unable to find cuda shared memory region: '{request.name}'")
+        return pb.CudaSharedMemoryStatusResponse()
+
+    @_answering_errors
+    async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        raise UnsupportedError(NO_CUDA)
+
+    @_answering_errors
+    async def CudaSharedMemoryUnregister(
+        self, request: pb.CudaSharedMemoryUnregisterRequest, context: Any
+    ) -> pb.CudaSharedMemoryUnregisterResponse:
+        return pb.CudaSharedMemoryUnregisterResponse()  # none is registered (perf_analyzer unregisters all first)
 
 
-async def _parse(received: grpc_codec.Received, spec: ModelSpec) -> InferRequest:
+async def _parse(received: grpc_codec.Received, regions: Regions | None, spec: ModelSpec) -> InferRequest:
     """`inference.Parse` for a received ModelInferRequest."""
-    return grpc_codec.parse_infer_request(received.message, spec, received.raw)
+    return grpc_codec.parse_infer_request(received.message, spec, received.raw, regions)
 
 
 class _Stream:

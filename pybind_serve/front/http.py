@@ -21,11 +21,12 @@ from starlette.routing import Route
 
 from ..errors import InferenceError, InternalServerError, InvalidInputError, PayloadTooLargeError, UnsupportedError
 from ..metrics import Metrics
-from ..protocol import documents, generate, rest
+from ..protocol import documents, generate, rest, shared_memory
 from ..protocol.messages import InferRequest, ModelSpec
 from ..scheduler import Pending
 from . import inference, statistics
 from .models import NO_REPOSITORY, Models
+from .regions import NO_CUDA, Regions, enabled
 
 __all__ = ["HttpOptions", "create_app", "error_response"]
 
@@ -38,6 +39,9 @@ EXTENSIONS = [
     "schedule_policy",
     "statistics",
 ]
+
+
+SHARED_MEMORY_EXTENSION = "system_shared_memory"
 
 
 @dataclass(frozen=True)
@@ -107,8 +111,24 @@ def _task_cancelling() -> bool:
     return cancelling is not None and cancelling() > 0
 
 
-def create_app(models: Models, metrics: Metrics, options: HttpOptions, is_serving: Callable[[], bool]) -> Starlette:
-    """The Starlette application of the REST front; ``is_serving`` is false while starting and stopping."""
+async def _json_body(request: Request, what: str) -> dict[str, Any]:
+    body = await request.body()
+    document = json.loads(body) if body.strip() else {}
+    if not isinstance(document, dict):
+        raise InvalidInputError(f"the body of {what} must be a JSON object, got {type(document).__name__}")
+    return document
+
+
+def create_app(
+    models: Models,
+    metrics: Metrics,
+    options: HttpOptions,
+    is_serving: Callable[[], bool],
+    regions: Regions | None = None,
+) -> Starlette:
+    """The Starlette application of the REST front; ``is_serving`` is false while starting and stopping;
+    ``regions``: the registered system shared-memory regions (None: the extension is off)."""
+    extensions = sorted([*EXTENSIONS, SHARED_MEMORY_EXTENSION]) if regions is not None else EXTENSIONS
 
     async def infer(request: Request) -> Response:
         arrived = time.monotonic()
@@ -117,7 +137,7 @@ def create_app(models: Models, metrics: Metrics, options: HttpOptions, is_servin
         async def parse(spec: ModelSpec) -> InferRequest:
             body = await _read_body(request, options.max_body_bytes)
             body = rest.decode_body(body, request.headers.get("content-encoding"), options.max_body_bytes)
-            return rest.parse_infer_request(body, _header_length(request), spec)
+            return rest.parse_infer_request(body, _header_length(request), spec, regions)
 
         model = (params["name"], params.get("version"))
         try:
@@ -171,7 +191,7 @@ def create_app(models: Models, metrics: Metrics, options: HttpOptions, is_servin
         return Response(status_code=200 if ok else 503)
 
     async def server_metadata(_: Request) -> Response:
-        return _json(documents.server_metadata(options.server_version, EXTENSIONS))
+        return _json(documents.server_metadata(options.server_version, extensions))
 
     async def model_metadata(request: Request) -> Response:
         entry = models.find(request.path_params["name"], request.path_params.get("version"))
@@ -197,6 +217,31 @@ def create_app(models: Models, metrics: Metrics, options: HttpOptions, is_servin
         name, version = request.path_params.get("name", ""), request.path_params.get("version", "")
         return _json({"model_stats": statistics.model_statistics(models, metrics, name, version)})
 
+    async def shm_status(request: Request) -> Response:
+        return _json(shared_memory.status_document(enabled(regions).status(request.path_params.get("name", ""))))
+
+    async def shm_register(request: Request) -> Response:
+        name = request.path_params["name"]
+        registry = enabled(regions)
+        registry.register(shared_memory.parse_register(name, await _json_body(request, "a register request")))
+        return Response(status_code=200)
+
+    async def shm_unregister(request: Request) -> Response:
+        enabled(regions).unregister(request.path_params.get("name", ""))
+        return Response(status_code=200)
+
+    async def cuda_status(request: Request) -> Response:
+        if request.path_params.get("name"):  # none can be registered
+            raise InvalidInputError(f"Unable to find cuda shared memory region: '{request.path_params['name']}'")
+        return _json([])
+
+    async def cuda_register(_: Request) -> Response:
+        raise UnsupportedError(NO_CUDA)
+
+    async def cuda_unregister(_: Request) -> Response:
+        return Response(status_code=200)  # none is registered (perf_analyzer unregisters all before it starts)
+
+    system, cuda = "/v2/systemsharedmemory", "/v2/cudasharedmemory"
     model = "/v2/models/{name}"
     versioned = "/v2/models/{name}/versions/{version}"
     routes = [
@@ -207,6 +252,16 @@ def create_app(models: Models, metrics: Metrics, options: HttpOptions, is_servin
         Route("/v2/repository/models/{name}/load", partial(repository_control, "load"), methods=["POST"]),
         Route("/v2/repository/models/{name}/unload", partial(repository_control, "unload"), methods=["POST"]),
         Route("/v2/models/stats", model_statistics),  # before the model routes: "stats" is no model's name here
+        Route(f"{system}/status", shm_status),
+        Route(f"{system}/region/{{name}}/status", shm_status),
+        Route(f"{system}/region/{{name}}/register", shm_register, methods=["POST"]),
+        Route(f"{system}/unregister", shm_unregister, methods=["POST"]),
+        Route(f"{system}/region/{{name}}/unregister", shm_unregister, methods=["POST"]),
+        Route(f"{cuda}/status", cuda_status),
+        Route(f"{cuda}/region/{{name}}/status", cuda_status),
+        Route(f"{cuda}/region/{{name}}/register", cuda_register, methods=["POST"]),
+        Route(f"{cuda}/unregister", cuda_unregister, methods=["POST"]),
+        Route(f"{cuda}/region/{{name}}/unregister", cuda_unregister, methods=["POST"]),
     ]
     for prefix in (model, versioned):
         routes += [

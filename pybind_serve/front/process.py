@@ -41,6 +41,7 @@ from .grpc import GrpcOptions, start_server
 from .health import Readiness
 from .http import HttpOptions, create_app
 from .models import Models
+from .regions import Regions
 
 log = logging.getLogger("pybind_serve.front")
 
@@ -60,6 +61,7 @@ class FrontOptions:
     grpc_max_message_bytes: int
     drain_timeout_s: float
     log_level: str
+    system_shared_memory: bool = False
 
 
 class _Server(uvicorn.Server):
@@ -85,6 +87,7 @@ class Front:
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.bind(options.endpoint)
         self.dispatcher = Dispatcher(self.arena, self.send, self.metrics)
+        self.regions = Regions() if options.system_shared_memory else None
         self.opened = False  # set by the owner once the models bound before run() are loaded
         self.owner_gone = False
         self._servers: list[_Server] = []
@@ -132,7 +135,9 @@ class Front:
             self.options.host, self.options.grpc_port, self.options.grpc_max_message_bytes, __version__
         )
         try:
-            self._grpc, port = await start_server(self.models, self.metrics, self.readiness, self.is_serving, options)
+            self._grpc, port = await start_server(
+                self.models, self.metrics, self.readiness, self.is_serving, options, self.regions
+            )
         except StartupError as exc:  # the owner raises it from run(), and stops us
             self._grpc_bound = {"grpc_error": {"type": type(exc).__name__, "message": str(exc)}}
         else:
@@ -145,9 +150,8 @@ class Front:
         self.stopping.set()
 
     def _build_servers(self) -> list[tuple[_Server, socket.socket]]:
-        app = create_app(
-            self.models, self.metrics, HttpOptions(self.options.max_body_bytes, __version__), self.is_serving
-        )
+        options = HttpOptions(self.options.max_body_bytes, __version__)
+        app = create_app(self.models, self.metrics, options, self.is_serving, self.regions)
         pairs = [(app, self.options.http_fd)]
         if self.options.metrics_fd is not None:
             pairs.append((self._metrics_app(), self.options.metrics_fd))
@@ -247,6 +251,8 @@ class Front:
         self.router.close(linger=0)
         self.context.term()
         self.arena.close()
+        if self.regions is not None:
+            self.regions.close()
         if self.owner_gone:
             remove_segments_of(self.options.owner)
 

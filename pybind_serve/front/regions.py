@@ -22,12 +22,24 @@ import mmap
 import os
 from dataclasses import dataclass
 
-from ..errors import InvalidInputError
-from ..protocol.shared_memory import RegionSpec, TensorReference, check_window
+from ..errors import InvalidInputError, UnsupportedError
+from ..protocol.shared_memory import NOT_ENABLED, RegionSpec, TensorReference, check_window
+from ..transport.shm import PREFIX
 
-__all__ = ["Regions"]
+__all__ = ["NO_CUDA", "Regions", "enabled"]
 
 SHM_DIR = "/dev/shm"
+NO_CUDA = (
+    "CUDA shared memory is not supported: register system shared memory (/dev/shm) instead, "
+    "or send the tensors in the request"
+)
+
+
+def enabled(regions: Regions | None) -> Regions:
+    """The registry, or `UnsupportedError` when the extension is off (``Serve(system_shared_memory=False)``)."""
+    if regions is None:
+        raise UnsupportedError(NOT_ENABLED)
+    return regions
 
 
 @dataclass
@@ -41,6 +53,10 @@ def _map(spec: RegionSpec) -> _Mapped:
     name = spec.key.lstrip("/")
     if not name or "/" in name:
         raise InvalidInputError(f"Unable to open shared memory region '{spec.name}': invalid key '{spec.key}'")
+    if name.startswith(PREFIX):  # the server's own arenas: other requests' tensors
+        raise InvalidInputError(
+            f"Unable to open shared memory region '{spec.name}': key '{spec.key}' belongs to pybind_serve itself"
+        )
     try:
         fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR)
     except OSError as error:

@@ -101,7 +101,7 @@ def encode_generate_response(spec: ModelSpec, request: InferRequest, outputs: di
     document: dict[str, Any] = {"model_name": spec.name, "model_version": str(spec.version)}
     if request.id:
         document["id"] = request.id
-    for tensor, array, _ in selected_outputs(spec, request, outputs):
+    for tensor, array, _, _ in selected_outputs(spec, request, outputs):
         shape = array.shape[1:] if spec.config.batching and array.ndim else array.shape
         try:
             values = array_to_json(array, datatype_of(tensor.dtype))

@@ -9,7 +9,9 @@ The gRPC front hands in the received bytes and sends back bytes::
 
 Inputs come as ``raw_input_contents`` (what tritonclient and perf_analyzer send: one little-endian buffer per
 input, BYTES elements length-prefixed; `decode_infer_request` leaves them in the received buffer, and they are
-read as numpy views of it, never copied) or as typed ``contents`` lists (FP16 has none: it travels raw).
+read as numpy views of it, never copied), as typed ``contents`` lists (FP16 has none: it travels raw), or in a
+registered shared-memory region (then the input has no raw contents, and an output asked there gets an empty
+raw entry, so that clients still pair the others with their raw contents by position).
 Everything else about a request (names, datatypes, shapes, batch sizes, parameters, requested outputs) is
 checked by `inference`, as for REST, with the same messages. Outputs always go back as ``raw_output_contents``,
 copied once from the model's arrays into the serialized response (`protowire`). The metadata, config, index and
@@ -29,10 +31,18 @@ from google.protobuf.message import DecodeError
 from ..dtypes import BYTES, from_datatype
 from ..errors import InvalidInputError
 from . import documents
-from .inference import Inputs, apply_parameters, reject_shared_memory, requested_outputs, selected_outputs
+from .inference import (
+    Inputs,
+    apply_parameters,
+    requested_outputs,
+    selected_outputs,
+    shared_input,
+    write_shared_output,
+)
 from .messages import InferRequest, ModelSpec
 from .proto import grpc_service_pb2 as pb
 from .protowire import field_header, split_field
+from .shared_memory import REGION, RegionLookup
 from .tensor_codec import array_from_buffer, array_to_buffer, datatype_of
 
 __all__ = [
@@ -122,11 +132,15 @@ def decode_infer_request(data: bytes) -> Received:
 
 
 def parse_infer_request(
-    message: pb.ModelInferRequest, spec: ModelSpec, raw: Sequence[bytes | memoryview] | None = None
+    message: pb.ModelInferRequest,
+    spec: ModelSpec,
+    raw: Sequence[bytes | memoryview] | None = None,
+    regions: RegionLookup | None = None,
 ) -> InferRequest:
     """Parse and validate a ModelInferRequest for the model ``spec``; raw inputs are views, never copies.
 
-    ``raw`` are the raw input contents when `decode_infer_request` took them out of the message.
+    ``raw`` are the raw input contents when `decode_infer_request` took them out of the message; ``regions``
+    the registered shared-memory regions (None refuses tensors in shared memory).
 
     >>> from pybind_serve.config import ModelConfig
     >>> from pybind_serve.tensor import Tensor
@@ -136,32 +150,37 @@ def parse_infer_request(
     >>> parse_infer_request(message, spec).inputs["x"]
     array([[1., 2.]], dtype=float32)
     """
-    inputs, rows = _parse_inputs(message, message.raw_input_contents if raw is None else raw, spec)
+    inputs, rows = _parse_inputs(message, message.raw_input_contents if raw is None else raw, spec, regions)
     request = InferRequest(model=spec.name, version=spec.version, inputs=inputs, rows=rows, id=message.id)
     apply_parameters(request, parameters_of(message.parameters), spec)
-    request.outputs = requested_outputs(((o.name, parameters_of(o.parameters)) for o in message.outputs), spec)
+    outputs = ((o.name, parameters_of(o.parameters)) for o in message.outputs)
+    request.outputs = requested_outputs(outputs, spec, regions)
     return request
 
 
 def _parse_inputs(
-    message: pb.ModelInferRequest, raw: Sequence[bytes | memoryview], spec: ModelSpec
+    message: pb.ModelInferRequest, raw: Sequence[bytes | memoryview], spec: ModelSpec, regions: RegionLookup | None
 ) -> tuple[dict[str, np.ndarray], int]:
-    if raw and len(raw) != len(message.inputs):
+    in_request = sum(1 for entry in message.inputs if REGION not in entry.parameters)  # not in shared memory
+    if raw and len(raw) != in_request:
         raise InvalidInputError(
-            f"the request for {spec.label} has {len(raw)} raw_input_contents for {len(message.inputs)} inputs; "
-            "give raw contents for every input or for none"
+            f"the request for {spec.label} has {len(raw)} raw_input_contents for {in_request} inputs not in shared "
+            "memory; give raw contents for every such input or for none"
         )
     inputs = Inputs(spec)
-    for i, entry in enumerate(message.inputs):
+    contents = iter(raw)
+    for entry in message.inputs:
         tensor, datatype, shape = inputs.check(entry.name, entry.datatype, list(entry.shape))
         with inputs.reading(tensor):
-            reject_shared_memory(entry.parameters)
-            if not raw:
+            array = shared_input(entry.name, datatype, shape, parameters_of(entry.parameters), regions)
+            if array is not None and entry.contents.ListFields():
+                raise InvalidInputError("give either shared memory parameters or 'contents', not both")
+            if array is None and not raw:
                 array = _array_from_contents(entry.contents, datatype, shape)
-            elif entry.contents.ListFields():
+            elif array is None and entry.contents.ListFields():
                 raise InvalidInputError("give either 'contents' or raw_input_contents, not both")
-            else:
-                array = array_from_buffer(raw[i], datatype, shape)
+            elif array is None:
+                array = array_from_buffer(next(contents), datatype, shape)
         inputs.add(tensor, array)
     return inputs.finish()
 
@@ -199,7 +218,8 @@ def _narrowed(array: np.ndarray, datatype: str) -> np.ndarray:
 def encode_infer_response(
     spec: ModelSpec, request: InferRequest, outputs: dict[str, np.ndarray], final: bool | None = None
 ) -> bytes:
-    """The serialized ModelInferResponse for ``request``: the outputs it asked for (else all), as raw contents.
+    """The serialized ModelInferResponse for ``request``: the outputs it asked for (else all), as raw contents
+    (an output asked into shared memory is written there, and its raw entry left empty).
 
     Each array's bytes are copied once, into the result, which keeps no reference to the arrays: they may be
     views into memory that is reused as soon as this returns. ``final`` (on ModelStreamInfer) is carried as
@@ -209,12 +229,26 @@ def encode_infer_response(
     if final is not None:
         response.parameters[FINAL_RESPONSE].bool_param = final
     pieces: list[bytes | memoryview] = []
-    for tensor, array, _ in selected_outputs(spec, request, outputs):
+    for tensor, array, _, shared in selected_outputs(spec, request, outputs):
         datatype = datatype_of(tensor.dtype)
-        response.outputs.add(name=tensor.name, datatype=datatype, shape=array.shape)
+        output = response.outputs.add(name=tensor.name, datatype=datatype, shape=array.shape)
+        if shared is not None:
+            for key, value in write_shared_output(shared, tensor, array, datatype, spec).items():
+                _set_parameter(output.parameters[key], value)
+            pieces.append(field_header(_RAW_OUTPUT_CONTENTS, 0))
+            continue
         buffer = array_to_buffer(array, datatype)
         pieces += [field_header(_RAW_OUTPUT_CONTENTS, len(buffer)), buffer]
     return b"".join([response.SerializeToString(), *pieces])
+
+
+def _set_parameter(parameter: pb.InferParameter, value: bool | int | str) -> None:
+    if isinstance(value, bool):
+        parameter.bool_param = value
+    elif isinstance(value, int):
+        parameter.int64_param = value
+    else:
+        parameter.string_param = value
 
 
 def encode_stream_response(infer_response: bytes) -> bytes:

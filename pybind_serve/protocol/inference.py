@@ -6,7 +6,9 @@ and leaves the rest to this module, so both fronts accept and refuse the same re
 - `Inputs`: each input's name, datatype and shape against the spec, one batch size for all, required inputs;
 - `apply_parameters`: ``priority``, ``timeout`` (µs), sequence parameters refused, ``triton_`` keys dropped,
   the rest passed to the function;
-- `requested_outputs` / `selected_outputs`: which outputs the client asked for, and which a response carries.
+- `requested_outputs` / `selected_outputs`: which outputs the client asked for, and which a response carries;
+- `shared_input`: an input that names a window of a registered shared-memory region (the system shared-memory
+  extension), read in place; outputs may name one too (`RequestedOutput.shared`).
 
 Every client mistake raises `InvalidInputError` (or its `BatchTooLargeError`) naming the model and tensor.
 """
@@ -19,18 +21,21 @@ from typing import Any
 
 import numpy as np
 
+from ..dtypes import from_datatype
 from ..errors import BatchTooLargeError, InvalidInputError, OutputValidationError
 from ..tensor import Tensor
 from .messages import InferRequest, ModelSpec, RequestedOutput
-from .tensor_codec import datatype_of
+from .shared_memory import RegionLookup, SharedOutput, shared_window
+from .tensor_codec import array_from_buffer, array_to_buffer, datatype_of
 
 __all__ = [
     "Inputs",
     "apply_parameters",
     "names",
-    "reject_shared_memory",
     "requested_outputs",
     "selected_outputs",
+    "shared_input",
+    "write_shared_output",
 ]
 
 
@@ -121,10 +126,23 @@ def _check_type(tensor: Tensor, expected: str, datatype: Any, shape: list[int], 
     return batch
 
 
-def reject_shared_memory(parameters: Mapping[str, Any]) -> None:
-    """Shared-memory tensors (the KServe shm extension) are not supported yet."""
-    if "shared_memory_region" in parameters:
-        raise InvalidInputError("shared-memory inputs are not supported")
+def shared_input(
+    name: str, datatype: str, shape: list[int], parameters: Mapping[str, Any], regions: RegionLookup | None
+) -> np.ndarray | None:
+    """The input's array read in place from the shared-memory window its parameters name (None: they name
+    none); the window must hold exactly the tensor's bytes (BYTES: its serialized elements)."""
+    found = shared_window("input", name, parameters, regions)
+    if found is None:
+        return None
+    reference, window = found
+    if datatype != "BYTES":
+        needed = int(np.prod(shape, dtype=np.int64)) * np.dtype(from_datatype(datatype)).itemsize
+        if reference.byte_size != needed:
+            raise InvalidInputError(
+                f"shared_memory_byte_size {reference.byte_size} does not match {datatype} {shape}, "
+                f"which needs {needed} bytes"
+            )
+    return array_from_buffer(window, datatype, shape)
 
 
 def apply_parameters(request: InferRequest, parameters: dict[str, Any], spec: ModelSpec) -> None:
@@ -154,8 +172,13 @@ def _drop_sequence_parameters(parameters: dict[str, Any], spec: ModelSpec) -> No
             )
 
 
-def requested_outputs(entries: Iterable[tuple[Any, Any]], spec: ModelSpec) -> tuple[RequestedOutput, ...] | None:
-    """The outputs a request asks for, from its (name, parameters) pairs; None (every output) when none are."""
+def requested_outputs(
+    entries: Iterable[tuple[Any, Any]], spec: ModelSpec, regions: RegionLookup | None = None
+) -> tuple[RequestedOutput, ...] | None:
+    """The outputs a request asks for, from its (name, parameters) pairs; None (every output) when none are.
+
+    An output whose parameters name a shared-memory window (checked now, written after the model ran) gets
+    it as ``shared``; ``regions`` None refuses those (the extension is off)."""
     known = [tensor.name for tensor in spec.outputs]
     requested: dict[str, RequestedOutput] = {}
     for name, parameters in entries:
@@ -163,7 +186,9 @@ def requested_outputs(entries: Iterable[tuple[Any, Any]], spec: ModelSpec) -> tu
             raise InvalidInputError(f"{spec.label} has no output {name!r}; known outputs: {names(known)}")
         if name in requested:
             raise InvalidInputError(f"output {name!r} of {spec.label} is requested twice")
-        requested[name] = RequestedOutput(name, _output_binary(parameters, name, spec))
+        requested[name] = RequestedOutput(
+            name, _output_binary(parameters, name, spec), _shared_output(parameters, name, spec, regions)
+        )
     return tuple(requested.values()) or None  # KServe: none requested means all outputs
 
 
@@ -175,27 +200,46 @@ def _output_binary(parameters: Any, name: str, spec: ModelSpec) -> bool | None:
         raise InvalidInputError(f"{where}: 'parameters' must be a JSON object, got {parameters!r}")
     if parameters.get("classification"):
         raise InvalidInputError(f"{where}: classification extension is not supported")
-    if "shared_memory_region" in parameters:
-        raise InvalidInputError(f"{where}: shared-memory outputs are not supported")
     binary = parameters.get("binary_data")
     if binary is not None and not isinstance(binary, bool):
         raise InvalidInputError(f"{where}: 'binary_data' must be true or false, got {binary!r}")
     return binary
 
 
+def _shared_output(parameters: Any, name: str, spec: ModelSpec, regions: RegionLookup | None) -> SharedOutput | None:
+    if not parameters:
+        return None
+    try:
+        found = shared_window("output", name, parameters, regions)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{spec.label}: {exc}") from None
+    return None if found is None else SharedOutput(*found)
+
+
 def selected_outputs(
     spec: ModelSpec, request: InferRequest, outputs: dict[str, np.ndarray]
-) -> list[tuple[Tensor, np.ndarray, bool]]:
-    """What a response carries: (spec, array, as binary) for each output the request asked for, in its order,
-    or else for every declared output present in ``outputs``, in spec order."""
+) -> list[tuple[Tensor, np.ndarray, bool, SharedOutput | None]]:
+    """What a response carries: (spec, array, as binary, shared-memory window or None) for each output the
+    request asked for, in its order, or else for every declared output present in ``outputs``, in spec order."""
     default = request.binary_output
     if request.outputs is None:
-        return [(tensor, outputs[tensor.name], default) for tensor in spec.outputs if tensor.name in outputs]
+        return [(tensor, outputs[tensor.name], default, None) for tensor in spec.outputs if tensor.name in outputs]
     by_name = {tensor.name: tensor for tensor in spec.outputs}
     selected = []
     for wanted in request.outputs:
         array = outputs.get(wanted.name)
         if array is None or wanted.name not in by_name:
             raise OutputValidationError(f"output {wanted.name!r} of {spec.label} was requested but not returned")
-        selected.append((by_name[wanted.name], array, default if wanted.binary is None else wanted.binary))
+        binary = default if wanted.binary is None else wanted.binary
+        selected.append((by_name[wanted.name], array, binary, wanted.shared))
     return selected
+
+
+def write_shared_output(
+    shared: SharedOutput, tensor: Tensor, array: np.ndarray, datatype: str, spec: ModelSpec
+) -> dict[str, Any]:
+    """Write an output into the client's shared-memory window; its parameters for the response."""
+    try:
+        return shared.write(tensor.name, array_to_buffer(array, datatype))
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{spec.label}: {exc}") from None

@@ -10,6 +10,7 @@ import numpy as np
 from ..config import DynamicBatcher, ModelConfig, QueuePolicy
 from ..dtypes import from_datatype
 from ..tensor import Tensor
+from .shared_memory import SharedOutput
 
 __all__ = ["InferRequest", "ModelSpec", "RequestedOutput"]
 
@@ -55,10 +56,12 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class RequestedOutput:
-    """An output the client asked for by name; ``binary`` None = the request's default."""
+    """An output the client asked for by name; ``binary`` None = the request's default; ``shared``: the window
+    of a registered shared-memory region to write it into (then the response carries no data for it)."""
 
     name: str
     binary: bool | None = None
+    shared: SharedOutput | None = None
 
 
 @dataclass

@@ -12,7 +12,8 @@ what was expected and what it got. Request parameters: ``priority``, ``timeout``
 ``binary_data_output`` are taken out; a request that belongs to a sequence (non-zero ``sequence_id``,
 ``sequence_start`` / ``sequence_end`` true) is rejected, as pybind_serve serves stateless models only;
 ``triton_``-prefixed keys (Triton's internal options) are dropped; the rest are the custom parameters
-passed to the function. Shared-memory tensors are rejected here. The rules the gRPC codec shares (tensor
+passed to the function. Inputs and outputs may name windows of registered shared-memory regions (the system
+shared-memory extension) when the front passes its registry (``regions``). The rules the gRPC codec shares (tensor
 names, datatypes, shapes, batch sizes, parameters, requested outputs) live in `inference`.
 """
 
@@ -26,8 +27,16 @@ import numpy as np
 
 from ..errors import InvalidInputError, OutputValidationError, PayloadTooLargeError
 from ..tensor import Tensor
-from .inference import Inputs, apply_parameters, reject_shared_memory, requested_outputs, selected_outputs
+from .inference import (
+    Inputs,
+    apply_parameters,
+    requested_outputs,
+    selected_outputs,
+    shared_input,
+    write_shared_output,
+)
 from .messages import InferRequest, ModelSpec, RequestedOutput
+from .shared_memory import RegionLookup
 from .tensor_codec import array_from_buffer, array_from_json, array_to_buffer, array_to_json, datatype_of
 
 __all__ = ["decode_body", "encode_error", "encode_infer_response", "parse_infer_request"]
@@ -89,11 +98,14 @@ def _inflate(body: bytes, wbits: int, limit: int) -> bytes:
             raise InvalidInputError(f"corrupt compressed request body: {len(data)} bytes after the end of the stream")
 
 
-def parse_infer_request(body: bytes, header_length: int | None, spec: ModelSpec) -> InferRequest:
+def parse_infer_request(
+    body: bytes, header_length: int | None, spec: ModelSpec, regions: RegionLookup | None = None
+) -> InferRequest:
     """Parse and validate a KServe v2 REST infer request for the model ``spec``.
 
     ``header_length`` is the ``Inference-Header-Content-Length`` header (None: the whole body is JSON);
-    binary inputs are read-only views into ``body``, never copies.
+    binary inputs are read-only views into ``body``, never copies; inputs in shared memory are views of the
+    region (``regions``: the registered ones; None refuses shared-memory tensors).
 
     >>> import numpy as np
     >>> from pybind_serve.config import ModelConfig
@@ -104,10 +116,10 @@ def parse_infer_request(body: bytes, header_length: int | None, spec: ModelSpec)
     (array([[1., 2.]], dtype=float32), 1)
     """
     document, binary = _split_body(body, header_length)
-    inputs, rows = _parse_inputs(document.get("inputs"), binary, spec)
+    inputs, rows = _parse_inputs(document.get("inputs"), binary, spec, regions)
     request = InferRequest(model=spec.name, version=spec.version, inputs=inputs, rows=rows, id=_parse_id(document))
     _apply_parameters(request, document.get("parameters"), spec)
-    request.outputs = _parse_outputs(document.get("outputs"), spec)
+    request.outputs = _parse_outputs(document.get("outputs"), spec, regions)
     return request
 
 
@@ -129,7 +141,9 @@ def _split_body(body: bytes, header_length: int | None) -> tuple[dict[str, Any],
     return document, binary
 
 
-def _parse_inputs(entries: Any, binary: memoryview, spec: ModelSpec) -> tuple[dict[str, np.ndarray], int]:
+def _parse_inputs(
+    entries: Any, binary: memoryview, spec: ModelSpec, regions: RegionLookup | None
+) -> tuple[dict[str, np.ndarray], int]:
     if not isinstance(entries, list):
         raise InvalidInputError(f"a request for {spec.label} needs an 'inputs' list, got {type(entries).__name__}")
     inputs = Inputs(spec)
@@ -139,7 +153,7 @@ def _parse_inputs(entries: Any, binary: memoryview, spec: ModelSpec) -> tuple[di
             raise InvalidInputError(f"each entry of 'inputs' must be a JSON object, got {type(entry).__name__}")
         tensor, datatype, shape = inputs.check(entry.get("name"), entry.get("datatype"), entry.get("shape"))
         with inputs.reading(tensor):
-            array, offset = _input_data(entry, datatype, shape, binary, offset)
+            array, offset = _input_data(entry, datatype, shape, binary, offset, regions)
         inputs.add(tensor, array)
     if offset != len(binary):
         raise InvalidInputError(
@@ -150,16 +164,26 @@ def _parse_inputs(entries: Any, binary: memoryview, spec: ModelSpec) -> tuple[di
 
 
 def _input_data(
-    entry: dict[str, Any], datatype: str, shape: list[int], binary: memoryview, offset: int
+    entry: dict[str, Any],
+    datatype: str,
+    shape: list[int],
+    binary: memoryview,
+    offset: int,
+    regions: RegionLookup | None,
 ) -> tuple[np.ndarray, int]:
-    """The input's array, from JSON ``data`` or from the binary data at ``offset``; and the next offset."""
+    """The input's array, from JSON ``data``, from the binary data at ``offset`` or from shared memory; and
+    the next offset."""
     parameters = entry.get("parameters")
     if parameters is None:
         parameters = _NO_PARAMETERS
     elif not isinstance(parameters, dict):
         raise InvalidInputError(f"'parameters' must be a JSON object, got {parameters!r}")
-    reject_shared_memory(parameters)
     size = parameters.get("binary_data_size")
+    shared = shared_input(entry["name"], datatype, shape, parameters, regions)
+    if shared is not None:
+        if "data" in entry or size is not None:
+            raise InvalidInputError("give either shared memory parameters or 'data' / binary_data_size, not both")
+        return shared, offset
     if ("data" in entry) == (size is not None):
         both = "data" in entry
         raise InvalidInputError(f"give {'only one of' if both else 'either'} 'data' or parameters.binary_data_size")
@@ -193,13 +217,13 @@ def _apply_parameters(request: InferRequest, parameters: Any, spec: ModelSpec) -
     apply_parameters(request, parameters, spec)
 
 
-def _parse_outputs(outputs: Any, spec: ModelSpec) -> tuple[RequestedOutput, ...] | None:
+def _parse_outputs(outputs: Any, spec: ModelSpec, regions: RegionLookup | None) -> tuple[RequestedOutput, ...] | None:
     if outputs is None:
         return None
     if not isinstance(outputs, list):
         raise InvalidInputError(f"request 'outputs' must be a list, got {type(outputs).__name__}")
     pairs = ((e.get("name"), e.get("parameters")) if isinstance(e, dict) else (None, None) for e in outputs)
-    return requested_outputs(pairs, spec)
+    return requested_outputs(pairs, spec, regions)
 
 
 def encode_infer_response(
@@ -209,16 +233,20 @@ def encode_infer_response(
 
     Returns the outputs the request asked for, in its order, or else every declared output present in
     ``outputs``, in spec order. An output goes as binary data when asked for (per output, or with the
-    request's ``binary_data_output``), else as a flat JSON ``data`` list. The body is built straight from the
-    arrays with a single copy and keeps no reference to them, so they may be views into memory that is
-    reused as soon as this returns.
+    request's ``binary_data_output``), else as a flat JSON ``data`` list; an output asked into shared memory
+    is written there, and its entry carries no data (as Triton's). The body is built straight from the arrays with
+    a single copy and keeps no reference to them, so they may be views into memory that is reused as soon as
+    this returns.
     """
     entries: list[dict[str, Any]] = []
     buffers: list[bytes | memoryview] = []
-    for tensor, array, binary in selected_outputs(spec, request, outputs):
+    for tensor, array, binary, shared in selected_outputs(spec, request, outputs):
         datatype = datatype_of(tensor.dtype)
         entry: dict[str, Any] = {"name": tensor.name, "datatype": datatype, "shape": list(array.shape)}
-        if binary:
+        if shared is not None:
+            # No "parameters": Triton's C++ client reads binary_data_size from any an output has.
+            write_shared_output(shared, tensor, array, datatype, spec)
+        elif binary:
             buffer = array_to_buffer(array, datatype)
             entry["parameters"] = {"binary_data_size": len(buffer)}
             buffers.append(buffer)

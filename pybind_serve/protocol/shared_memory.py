@@ -5,7 +5,9 @@ Triton's wire behaviour, so ``tritonclient`` and ``perf_analyzer`` work unchange
 - register body ``{"key": "/shm_key", "offset": N, "byte_size": N}`` (`parse_register`);
 - an input or output carrying ``shared_memory_region``, ``shared_memory_byte_size`` and optional
   ``shared_memory_offset`` parameters refers to a window of a registered region (`reference_of`);
-- `check_window` proves a window lies inside the registered region, so nothing reads or writes outside it.
+- `check_window` proves a window lies inside the registered region, so nothing reads or writes outside it;
+- `shared_window` resolves a tensor's parameters to the bytes of its window through a `RegionLookup` (the
+  front's registry), and `SharedOutput` writes an output there.
 
 Every client mistake raises `InvalidInputError` naming the tensor and the region.
 """
@@ -13,16 +15,31 @@ Every client mistake raises `InvalidInputError` naming the tensor and the region
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from ..errors import InvalidInputError
 
-__all__ = ["RegionSpec", "TensorReference", "check_window", "parse_register", "reference_of"]
+__all__ = [
+    "NOT_ENABLED",
+    "RegionLookup",
+    "RegionSpec",
+    "SharedOutput",
+    "TensorReference",
+    "check_window",
+    "parse_register",
+    "reference_of",
+    "shared_window",
+    "status_document",
+]
 
 REGION = "shared_memory_region"
 BYTE_SIZE = "shared_memory_byte_size"
 OFFSET = "shared_memory_offset"
+NOT_ENABLED = (
+    "system shared memory is off on this server: start it with Serve(system_shared_memory=True), "
+    "or send the tensors in the request"
+)
 
 
 @dataclass(frozen=True)
@@ -105,3 +122,65 @@ def check_window(kind: str, tensor: str, reference: TensorReference, region: Reg
             f"{kind} '{tensor}': offset {reference.offset} + byte size {reference.byte_size} exceeds "
             f"shared memory region '{region.name}' of {region.byte_size} bytes"
         )
+
+
+def status_document(regions: list[RegionSpec]) -> list[dict[str, Any]]:
+    """The REST status answer: one entry per region, as Triton writes them.
+
+    >>> status_document([RegionSpec("r", "/k", 0, 64)])
+    [{'name': 'r', 'key': '/k', 'offset': 0, 'byte_size': 64}]
+    """
+    return [{"name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size} for r in regions]
+
+
+class RegionLookup(Protocol):
+    """What the codecs need of the front's region registry: the checked bytes of a tensor's window."""
+
+    def view(self, kind: str, tensor: str, reference: TensorReference) -> memoryview: ...
+
+
+def shared_window(
+    kind: str, tensor: str, parameters: Mapping[str, Any], regions: RegionLookup | None
+) -> tuple[TensorReference, memoryview] | None:
+    """The window an input/output's parameters name and its bytes, or None when it names none.
+
+    ``regions`` None: the extension is off, and a tensor that names a region is refused (`NOT_ENABLED`).
+    """
+    reference = reference_of(kind, tensor, parameters)
+    if reference is None:
+        return None
+    if regions is None:
+        raise InvalidInputError(f"{kind} '{tensor}' names shared memory region '{reference.region}', but {NOT_ENABLED}")
+    return reference, regions.view(kind, tensor, reference)
+
+
+@dataclass(frozen=True, eq=False)
+class SharedOutput:
+    """An output the client asked to have written into its region, and the bytes of that window.
+
+    >>> out = SharedOutput(TensorReference("r", 0, 8), memoryview(bytearray(8)))
+    >>> out.write("y", b"abcd")
+    {'shared_memory_region': 'r', 'shared_memory_byte_size': 4}
+    >>> bytes(out.window)
+    b'abcd\\x00\\x00\\x00\\x00'
+    """
+
+    reference: TensorReference
+    window: memoryview = field(repr=False)
+
+    def write(self, tensor: str, data: bytes | memoryview) -> dict[str, Any]:
+        """Copy an output's bytes into the window; the parameters that describe it in the response.
+
+        Raises `InvalidInputError` when the window is too small (the model's answer is known only now).
+        """
+        size = len(data)  # bytes, or a uint8 memoryview: its length is its byte size
+        if size > self.reference.byte_size:
+            raise InvalidInputError(
+                f"output '{tensor}': shared memory size specified with the request ({self.reference.byte_size} "
+                f"bytes) should be at least {size} bytes to hold the results"
+            )
+        self.window[:size] = data
+        parameters: dict[str, Any] = {REGION: self.reference.region, BYTE_SIZE: size}
+        if self.reference.offset:
+            parameters[OFFSET] = self.reference.offset
+        return parameters

@@ -73,8 +73,10 @@ def bind_all(serve: Serve) -> None:
 
 @pytest.fixture(scope="module")
 def serve() -> Iterator[Serve]:
-    """A running `Serve` with add_sub, identity and echo bound; stopped, and checked for leaks, at module end."""
-    with module_server(bind_all, lambda server: warm_up(f"127.0.0.1:{server.http_port}")) as server:
+    """A running `Serve` with add_sub, identity and echo bound, and system shared memory on (as Triton has it);
+    stopped, and checked for leaks, at module end."""
+    up = lambda server: warm_up(f"127.0.0.1:{server.http_port}")  # noqa: E731
+    with module_server(bind_all, up, system_shared_memory=True) as server:
         yield server
 
 

@@ -1,4 +1,5 @@
-"""NVIDIA's `perf_analyzer` load-tests add_sub over HTTP and gRPC, in short bounded runs, and finds no errors."""
+"""NVIDIA's `perf_analyzer` load-tests add_sub over HTTP and gRPC, with tensors in the requests and in system
+shared memory, in short bounded runs, and finds no errors."""
 
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ def run_perf_analyzer(binary: str, protocol: str, url: str, *options: str) -> st
         pytest.param("http", ("--input-data", "zero", "-b", "4"), 4, id="http-zero-batch4"),
         pytest.param("http", ("--input-data", "random", "-b", "4"), 4, id="http-random-batch4"),
         pytest.param("grpc", (), 1, id="grpc-defaults"),
+        pytest.param("http", ("--shared-memory", "system"), 1, id="http-system-shm"),
+        pytest.param("grpc", ("--shared-memory", "system", "-b", "4"), 4, id="grpc-system-shm-batch4"),
     ],
 )
 def test_perf_analyzer(

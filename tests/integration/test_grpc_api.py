@@ -162,3 +162,20 @@ def test_a_request_that_does_not_decode_is_invalid(make_serve: MakeServe) -> Non
         )
         answers = list(stream(iter([malformed, good.SerializeToString()]), timeout=WAIT_S))
     assert sorted((a.error_message, a.infer_response.id) for a in answers) == [("", "good"), (expected, "")]
+
+
+def test_system_shared_memory_rpcs_are_unimplemented_while_it_is_off(make_serve: MakeServe) -> None:
+    serve = bind_identity(make_serve(http_port=0, grpc_port=0))
+    serve.run()
+    assert serve.grpc_url is not None
+    with grpcclient.InferenceServerClient(serve.grpc_url) as client:
+        assert "system_shared_memory" not in client.get_server_metadata(as_json=True)["extensions"]
+        for call in (
+            client.get_system_shared_memory_status,
+            lambda: client.register_system_shared_memory("r", "/r", 16),
+            client.unregister_system_shared_memory,
+        ):
+            with pytest.raises(InferenceServerException, match=r"Serve\(system_shared_memory=True\)") as caught:
+                call()
+            assert caught.value.status() == "StatusCode.UNIMPLEMENTED"
+        client.unregister_cuda_shared_memory()  # none registered: succeeds, as perf_analyzer needs

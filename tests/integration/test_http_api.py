@@ -410,3 +410,31 @@ def test_bytes_over_binary(client: httpx.Client) -> None:
 def test_non_batching_model(client: httpx.Client) -> None:
     document = infer(client, "transpose", TRANSPOSE)
     assert document["outputs"] == [{"name": "t", "datatype": "INT32", "shape": [3, 2], "data": [1, 4, 2, 5, 3, 6]}]
+
+
+# -- system shared memory is off by default ------------------------------------------------------------------
+
+
+def test_system_shared_memory_is_off_by_default(client: httpx.Client) -> None:
+    assert "system_shared_memory" not in client.get("/v2").json()["extensions"]
+    for method, path in (
+        ("GET", "/v2/systemsharedmemory/status"),
+        ("POST", "/v2/systemsharedmemory/region/r/register"),
+        ("POST", "/v2/systemsharedmemory/unregister"),
+    ):
+        response = client.request(method, path, json={"key": "/r", "byte_size": 16})
+        assert response.status_code == 501, path
+        assert "Serve(system_shared_memory=True)" in response.json()["error"]
+    params = {"shared_memory_region": "r", "shared_memory_byte_size": 8}
+    response = client.post("/v2/models/add_sub/infer", json={"inputs": [vector("a", [1, 2]) | {"parameters": params}]})
+    assert response.status_code == 400
+    assert "names shared memory region 'r', but system shared memory is off" in response.json()["error"]
+
+
+def test_cuda_shared_memory_is_not_supported_but_unregistering_all_succeeds(client: httpx.Client) -> None:
+    """perf_analyzer unregisters all CUDA regions before it starts, whatever its --shared-memory."""
+    assert client.post("/v2/cudasharedmemory/unregister").status_code == 200
+    assert client.get("/v2/cudasharedmemory/status").json() == []
+    response = client.post("/v2/cudasharedmemory/region/r/register", json={"raw_handle": {"b64": ""}, "byte_size": 8})
+    assert response.status_code == 501
+    assert "CUDA shared memory is not supported" in response.json()["error"]

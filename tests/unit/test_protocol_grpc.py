@@ -271,7 +271,9 @@ def raw_request(*arrays: tuple[str, str, np.ndarray]) -> pb.ModelInferRequest:
 def test_raw_contents_for_some_inputs_only() -> None:
     message = raw_request(("a", "FP32", np.zeros((1, 2), np.float32)))
     message.inputs.add(name="b", datatype="INT64", shape=[1, 2]).contents.int64_contents.extend([1, 2])
-    with pytest.raises(InvalidInputError, match=r"has 1 raw_input_contents for 2 inputs; give raw contents for"):
+    with pytest.raises(
+        InvalidInputError, match=r"has 1 raw_input_contents for 2 inputs not in shared memory; give raw contents for"
+    ):
         parse_infer_request(message, TWO_IN)
 
 

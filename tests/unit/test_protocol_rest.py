@@ -358,9 +358,11 @@ def test_parse_rejects_an_input_with_neither_data_nor_binary() -> None:
         parse({"inputs": [x_input()]})
 
 
-def test_parse_rejects_shared_memory_inputs() -> None:
+def test_parse_rejects_shared_memory_inputs_when_the_extension_is_off() -> None:
     entry = x_input(parameters={"shared_memory_region": "r", "shared_memory_byte_size": 24})
-    with pytest.raises(InvalidInputError, match=r"input 'x' of model 'add' v1: shared-memory inputs are not supported"):
+    with pytest.raises(
+        InvalidInputError, match=r"input 'x' of model 'add' v1: input 'x' names shared memory region 'r', but system "
+    ):
         parse({"inputs": [entry]})
 
 
@@ -544,11 +546,15 @@ def test_parse_treats_an_empty_outputs_list_as_all_outputs() -> None:
             r"^output 'y' .*classification extension is not supported$",
         ),
         ([{"name": "y", "parameters": {"binary_data": "yes"}}], r"'binary_data' must be true or false, got 'yes'"),
-        ([{"name": "y", "parameters": {"shared_memory_region": "r"}}], r"shared-memory outputs are not supported"),
+        ([{"name": "y", "parameters": {"shared_memory_region": "r"}}], r"'shared_memory_byte_size' is required"),
+        (
+            [{"name": "y", "parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 8}}],
+            r"^model 'add' v1: output 'y' names shared memory region 'r', but system shared memory is off",
+        ),
         ([{"name": "y", "parameters": 1}], r"^output 'y' of model 'add' v1: 'parameters' must be a JSON object"),
         ({"name": "y"}, r"request 'outputs' must be a list, got dict"),
     ],
-    ids=["unknown", "no-name", "twice", "classification", "binary-type", "shm", "params-type", "not-list"],
+    ids=["unknown", "no-name", "twice", "classification", "binary-type", "shm", "shm-off", "params-type", "not-list"],
 )
 def test_parse_rejects_bad_requested_outputs(outputs: Any, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):

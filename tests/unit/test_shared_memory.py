@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import doctest
+import json
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
+import numpy as np
 import pytest
 
+from pybind_serve import ModelConfig, Tensor
 from pybind_serve.errors import InvalidInputError
 from pybind_serve.front import regions as regions_module
 from pybind_serve.front.regions import Regions
-from pybind_serve.protocol import shared_memory
+from pybind_serve.protocol import grpc_codec, rest, shared_memory
+from pybind_serve.protocol.messages import ModelSpec
+from pybind_serve.protocol.proto import grpc_service_pb2 as pb
 from pybind_serve.protocol.shared_memory import (
     RegionSpec,
     TensorReference,
@@ -134,3 +140,100 @@ def test_unknown_region_and_unregister(regions: Regions, segment: str) -> None:
     regions.unregister()
     assert regions.status() == []
     assert os.path.exists(f"/dev/shm{segment}")  # the client's segment is never unlinked
+
+
+def test_a_view_outlives_the_unregister_of_its_region(regions: Regions, segment: str) -> None:
+    """A request still queued when its client unregisters keeps reading valid memory (no crash, no error)."""
+    regions.register(RegionSpec("r", segment, 0, 16))
+    array = np.frombuffer(regions.view("input", "x", TensorReference("r", 0, 16)), np.float32)
+    array_before = array.copy()
+    regions.unregister("r")
+    np.testing.assert_array_equal(array, array_before)
+    with pytest.raises(InvalidInputError, match="unable to find system shared memory region 'r'"):
+        regions.view("input", "x", TensorReference("r", 0, 16))
+
+
+def test_register_refuses_the_servers_own_segments(regions: Regions) -> None:
+    with pytest.raises(InvalidInputError, match="belongs to pybind_serve itself"):
+        regions.register(RegionSpec("r", "/pybind_serve_1_abc_front_0", 0, 8))
+
+
+# -- the codecs read inputs from regions and write outputs into them -----------------------------------------
+
+SPEC = ModelSpec("m", 1, (Tensor("x", np.float32, (-1,)),), (Tensor("y", np.float32, (-1,)),), ModelConfig())
+X = np.arange(4, dtype=np.float32).reshape(1, 4)
+
+
+def shm_parameters(offset: int, size: int) -> dict[str, Any]:
+    return {"shared_memory_region": "r", "shared_memory_byte_size": size, "shared_memory_offset": offset}
+
+
+def test_rest_reads_an_input_and_writes_an_output_in_place(regions: Regions, segment: str) -> None:
+    regions.register(RegionSpec("r", segment, 0, 64))
+    regions.view("input", "x", TensorReference("r", 0, 16))[:] = X.tobytes()
+    document = {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "parameters": shm_parameters(0, 16)}],
+        "outputs": [{"name": "y", "parameters": shm_parameters(32, 32)}],
+    }
+    request = rest.parse_infer_request(json.dumps(document).encode(), None, SPEC, regions)
+    np.testing.assert_array_equal(request.inputs["x"], X)
+    body, header_length = rest.encode_infer_response(SPEC, request, {"y": X * 2})
+    assert header_length is None
+    assert json.loads(body)["outputs"] == [{"name": "y", "datatype": "FP32", "shape": [1, 4]}]
+    written = np.frombuffer(regions.view("output", "y", TensorReference("r", 32, 16)), np.float32)
+    np.testing.assert_array_equal(written, (X * 2)[0])
+
+
+def test_grpc_pairs_raw_contents_with_the_inputs_not_in_shared_memory(regions: Regions, segment: str) -> None:
+    spec = ModelSpec(
+        "m", 1, (Tensor("a", np.float32, (-1,)), Tensor("b", np.float32, (-1,))), SPEC.outputs, SPEC.config
+    )
+    regions.register(RegionSpec("r", segment, 0, 64))
+    regions.view("input", "a", TensorReference("r", 0, 16))[:] = X.tobytes()
+    message = pb.ModelInferRequest(model_name="m")
+    a = message.inputs.add(name="a", datatype="FP32", shape=[1, 4])
+    for key, value in shm_parameters(0, 16).items():
+        setattr(a.parameters[key], "string_param" if isinstance(value, str) else "int64_param", value)
+    message.inputs.add(name="b", datatype="FP32", shape=[1, 4])
+    message.raw_input_contents.append((X + 1).tobytes())
+    output = message.outputs.add(name="y")
+    for key, value in shm_parameters(16, 16).items():
+        setattr(output.parameters[key], "string_param" if isinstance(value, str) else "int64_param", value)
+    request = grpc_codec.parse_infer_request(message, spec, None, regions)
+    np.testing.assert_array_equal(request.inputs["a"], X)
+    np.testing.assert_array_equal(request.inputs["b"], X + 1)
+    response = pb.ModelInferResponse.FromString(grpc_codec.encode_infer_response(spec, request, {"y": X * 3}))
+    assert list(response.raw_output_contents) == [b""]  # an empty entry keeps clients' pairing by position
+    assert response.outputs[0].parameters["shared_memory_region"].string_param == "r"
+    written = np.frombuffer(regions.view("output", "y", TensorReference("r", 16, 16)), np.float32)
+    np.testing.assert_array_equal(written, (X * 3)[0])
+
+
+@pytest.mark.parametrize(
+    ("parameters", "data", "message"),
+    [
+        (shm_parameters(0, 12), False, r"shared_memory_byte_size 12 does not match FP32 \[1, 4\], which needs 16"),
+        (shm_parameters(60, 16), False, r"offset 60 \+ byte size 16 exceeds shared memory region 'r' of 64 bytes"),
+        (shm_parameters(0, 16), True, r"give either shared memory parameters or 'data'"),
+        ({"shared_memory_region": "other", "shared_memory_byte_size": 16}, False, r"unable to find .* 'other'"),
+    ],
+    ids=["wrong-size", "outside", "also-data", "unknown-region"],
+)
+def test_rest_refuses_bad_input_windows(
+    regions: Regions, segment: str, parameters: dict[str, Any], data: bool, message: str
+) -> None:
+    regions.register(RegionSpec("r", segment, 0, 64))
+    entry: dict[str, Any] = {"name": "x", "datatype": "FP32", "shape": [1, 4], "parameters": parameters}
+    if data:
+        entry["data"] = [1, 2, 3, 4]
+    with pytest.raises(InvalidInputError, match=message):
+        rest.parse_infer_request(json.dumps({"inputs": [entry]}).encode(), None, SPEC, regions)
+
+
+def test_an_output_window_too_small_fails_the_request_after_the_model_ran(regions: Regions, segment: str) -> None:
+    regions.register(RegionSpec("r", segment, 0, 64))
+    document = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    document["outputs"] = [{"name": "y", "parameters": shm_parameters(0, 8)}]
+    request = rest.parse_infer_request(json.dumps(document).encode(), None, SPEC, regions)
+    with pytest.raises(InvalidInputError, match=r"model 'm' v1: output 'y': .* \(8 bytes\) should be at least 16"):
+        rest.encode_infer_response(SPEC, request, {"y": X})
