@@ -50,7 +50,9 @@ class _Async(ClientBase):
         await self._run(self._core.unload_model())
 
     async def close(self) -> None:
-        """Close the connections; later calls raise `UnavailableError`. Idempotent."""
+        """Unregister the shared-memory regions (``shared_memory=True``) and close the connections; later calls
+        raise `UnavailableError`. Idempotent."""
+        await self._run(self._core.release_regions())
         await self._transport.close()
 
     async def __aenter__(self: Client) -> Client:

@@ -12,6 +12,7 @@ whether the model batches). The wire is the codec's business: `HttpCodec` or `Gr
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,10 +23,12 @@ import numpy as np
 
 from ..errors import (
     ConfigurationError,
+    InferenceError,
     InferenceTimeoutError,
     InvalidInputError,
     ModelNotFoundError,
     ModelNotReadyError,
+    ServeError,
     ServerUnreachableError,
     UnsupportedError,
 )
@@ -35,6 +38,7 @@ from .http_codec import HttpCodec
 from .inputs import add_batch_axis, conform, gather
 from .model import ModelMetadata, RemoteModelConfig
 from .outputs import strip_batch_axis
+from .shared_memory import Placement, RegionPool, output_sizes
 from .url import Endpoint, parse_url
 
 __all__ = ["ClientBase", "ClientCore", "Codec", "InferOptions"]
@@ -60,7 +64,12 @@ class Codec(Protocol):
         parameters: Mapping[str, Any],
         outputs: Sequence[str] | None,
         options: CallOptions,
+        placement: Placement | None = None,
     ) -> Call[dict[str, np.ndarray]]: ...
+
+    def register_region(self, name: str, key: str, byte_size: int, options: CallOptions) -> Call[None]: ...
+
+    def unregister_region(self, name: str, options: CallOptions) -> Call[None]: ...
 
     def load_model(self, model: ModelRef, options: CallOptions) -> Call[None]: ...
 
@@ -95,10 +104,6 @@ class ClientCore:
         problems = _problems(model, version, timeout_s, headers)
         if problems:
             raise ConfigurationError.collect(f"client of model {model!r}", problems)
-        if shared_memory:
-            raise UnsupportedError(
-                "shared_memory=True: the clients have no shared-memory transport yet; tensors travel in the requests"
-            )
         self.endpoint: Endpoint = parse_url(url)
         self.model = ModelRef(model, "" if version is None else str(version))
         self.timeout_s = float(timeout_s)
@@ -108,6 +113,7 @@ class ClientCore:
         self._metadata: ModelMetadata | None = None
         self._config: RemoteModelConfig | None = None
         self._batching: bool | None = None
+        self._regions = RegionPool() if shared_memory else None
 
     def __repr__(self) -> str:
         return f"{self.model.label} at {self.endpoint}"
@@ -127,9 +133,21 @@ class ClientCore:
         """Run the model on a batch (``sample`` False) or on one sample: the batch axis added to the inputs and
         taken off the outputs when the model batches."""
         inputs, parameters, batched = yield from self._prepare(args, named, options, sample)
-        call = self.codec.infer(self.model, inputs, parameters, options.outputs, self._call_options(options))
-        outputs = yield call
+        call_options = self._call_options(options)
+        if self._regions is None:
+            outputs = yield self.codec.infer(self.model, inputs, parameters, options.outputs, call_options)
+        else:
+            outputs = yield from self._infer_shared(inputs, parameters, options.outputs, call_options)
         return strip_batch_axis(outputs, self.model.label) if batched else outputs
+
+    def release_regions(self) -> Plan[None]:
+        """Unregister the client's shared-memory regions from the server and unmap them (``close``)."""
+        if self._regions is None:
+            return
+        for region in self._regions.registered():
+            with contextlib.suppress(ServeError):  # the server is gone, and its mapping with it
+                yield self.codec.unregister_region(region.name, self.options())
+        self._regions.close()
 
     def stream(
         self, args: tuple[Any, ...], named: Mapping[str, Any], options: InferOptions, *, sample: bool
@@ -209,6 +227,41 @@ class ClientCore:
         if batched:
             inputs = add_batch_axis(inputs)
         return inputs, _parameters(options), batched
+
+    def _infer_shared(
+        self,
+        inputs: dict[str, np.ndarray],
+        parameters: dict[str, Any],
+        outputs: Sequence[str] | None,
+        options: CallOptions,
+    ) -> Plan[dict[str, np.ndarray]]:
+        """An infer call through a shared-memory region: the inputs written there, and the outputs whose size
+        the model's metadata fixes read from there (the others come back in the response)."""
+        assert self._regions is not None
+        metadata = yield from self.metadata()
+        batching = yield from self._is_batching(metadata)
+        rows = next(iter(inputs.values())).shape[0] if batching and inputs else None
+        wanted = list(outputs) if outputs is not None else [tensor.name for tensor in metadata.outputs]
+        sizes = output_sizes(metadata, wanted, rows)
+        region, new = self._regions.take(Placement.size_of(inputs, sizes))
+        try:
+            if new:
+                try:
+                    yield self.codec.register_region(region.name, region.key, region.size, options)
+                except InferenceError as exc:
+                    raise type(exc)(
+                        f"shared_memory=True: {self.endpoint} did not register a /dev/shm region of this host "
+                        f"(the server must run on this host, with system shared memory on): {exc}"
+                    ) from None
+                region.registered = True
+                region.unlink()  # both sides keep their mappings: nothing is left in /dev/shm if we die
+            placement = Placement.of(region, inputs, sizes)
+            result: dict[str, np.ndarray] = yield self.codec.infer(
+                self.model, inputs, parameters, wanted, options, placement
+            )
+        finally:
+            self._regions.give(region)
+        return result
 
     def _is_batching(self, metadata: ModelMetadata) -> Plan[bool]:
         if self._batching is None:

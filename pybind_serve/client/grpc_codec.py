@@ -15,6 +15,7 @@ side of the same wire is `pybind_serve.protocol.grpc_codec`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from .exchange import Call, CallOptions, GrpcReply, GrpcRequest, ModelRef
 from .inputs import datatype_of
 from .model import ModelMetadata, RemoteModelConfig, config_from_document, malformed, metadata_from_document
 from .outputs import read_output
+from .shared_memory import Placement
 
 __all__ = ["SERVICE", "GrpcCodec", "StreamResponse", "decode_infer", "decode_stream", "encode_infer", "error_of"]
 
@@ -89,9 +91,36 @@ class GrpcCodec:
         parameters: Mapping[str, Any],
         outputs: Sequence[str] | None,
         options: CallOptions,
+        placement: Placement | None = None,
     ) -> Call[dict[str, np.ndarray]]:
-        body = encode_infer(model, inputs, parameters, outputs)
-        return Call(GrpcRequest("ModelInfer", model.label, body, _metadata(options), options.timeout_s), decode_infer)
+        body = encode_infer(model, inputs, parameters, outputs, placement)
+        request = GrpcRequest("ModelInfer", model.label, body, _metadata(options), options.timeout_s)
+        return Call(
+            request, decode_infer if placement is None else functools.partial(decode_infer, placement=placement)
+        )
+
+    def register_region(self, name: str, key: str, byte_size: int, options: CallOptions) -> Call[None]:
+        """Register ``byte_size`` bytes of the /dev/shm segment ``key`` as system shared-memory region ``name``."""
+        message = pb.SystemSharedMemoryRegisterRequest(name=name, key=key, offset=0, byte_size=byte_size)
+        request = GrpcRequest(
+            "SystemSharedMemoryRegister",
+            "system shared memory",
+            message.SerializeToString(),
+            _metadata(options),
+            options.timeout_s,
+        )
+        return Call(request, _nothing)
+
+    def unregister_region(self, name: str, options: CallOptions) -> Call[None]:
+        message = pb.SystemSharedMemoryUnregisterRequest(name=name)
+        request = GrpcRequest(
+            "SystemSharedMemoryUnregister",
+            "system shared memory",
+            message.SerializeToString(),
+            _metadata(options),
+            options.timeout_s,
+        )
+        return Call(request, _nothing)
 
     def stream_infer(
         self,
@@ -148,18 +177,30 @@ def error_of(reply: GrpcReply) -> InferenceError:
 
 
 def encode_infer(
-    model: ModelRef, inputs: Mapping[str, np.ndarray], parameters: Mapping[str, Any], outputs: Sequence[str] | None
+    model: ModelRef,
+    inputs: Mapping[str, np.ndarray],
+    parameters: Mapping[str, Any],
+    outputs: Sequence[str] | None,
+    placement: Placement | None = None,
 ) -> bytes:
-    """A serialized ModelInferRequest, the inputs' bytes appended as raw contents (copied once, here)."""
+    """A serialized ModelInferRequest, the inputs' bytes appended as raw contents (copied once, here); with a
+    ``placement``, the inputs and outputs it places are windows of its shared-memory region instead."""
     message = pb.ModelInferRequest(model_name=model.name, model_version=model.version)
     for key, value in parameters.items():
         _set_parameter(message.parameters[key], key, value)
     for name in outputs or ():
-        message.outputs.add(name=name)
+        output = message.outputs.add(name=name)
+        if placement is not None and name in placement.outputs:
+            for key, value in placement.parameters(placement.outputs[name]).items():
+                _set_parameter(output.parameters[key], key, value)
     pieces: list[bytes | memoryview] = []
     for name, array in inputs.items():
         datatype = datatype_of(name, array)
-        message.inputs.add(name=name, datatype=datatype, shape=array.shape)
+        entry = message.inputs.add(name=name, datatype=datatype, shape=array.shape)
+        if placement is not None and name in placement.inputs:
+            for key, value in placement.parameters(placement.inputs[name]).items():
+                _set_parameter(entry.parameters[key], key, value)
+            continue
         buffer = array_to_buffer(array, datatype)
         pieces += [field_header(_RAW_INPUT_CONTENTS, len(buffer)), buffer]
     return b"".join([message.SerializeToString(), *pieces])
@@ -180,11 +221,12 @@ def _set_parameter(parameter: pb.InferParameter, key: str, value: Any) -> None:
         raise InvalidInputError(f"parameter {key!r} must be a bool, int, float or str, got {value!r}")
 
 
-def decode_infer(reply: GrpcReply) -> dict[str, np.ndarray]:
-    """The outputs of a ModelInferResponse, by name; the error of a failed call, raised."""
+def decode_infer(reply: GrpcReply, placement: Placement | None = None) -> dict[str, np.ndarray]:
+    """The outputs of a ModelInferResponse, by name (those in the ``placement``'s region copied out of it); the
+    error of a failed call, raised."""
     if reply.code != "OK":
         raise error_of(reply)
-    return _read_response(memoryview(reply.body))[1]
+    return _read_response(memoryview(reply.body), placement)[1]
 
 
 def decode_stream(reply: GrpcReply) -> StreamResponse:
@@ -206,7 +248,9 @@ def decode_stream(reply: GrpcReply) -> StreamResponse:
     return StreamResponse(outputs, final)
 
 
-def _read_response(body: memoryview) -> tuple[pb.ModelInferResponse, dict[str, np.ndarray]]:
+def _read_response(
+    body: memoryview, placement: Placement | None = None
+) -> tuple[pb.ModelInferResponse, dict[str, np.ndarray]]:
     split = _split(body, _RAW_OUTPUT_CONTENTS)
     if split is None:
         response = _parse(pb.ModelInferResponse, body)
@@ -218,7 +262,9 @@ def _read_response(body: memoryview) -> tuple[pb.ModelInferResponse, dict[str, n
     outputs = {}
     for i, entry in enumerate(response.outputs):
         shape = list(entry.shape)
-        if raw:
+        if placement is not None and entry.name in placement.outputs:  # its raw entry (if any) is empty
+            outputs[entry.name] = placement.read_output(entry.name, entry.datatype, shape)
+        elif raw:
             outputs[entry.name] = read_output(entry.name, entry.datatype, shape, buffer=raw[i])
         else:
             outputs[entry.name] = _from_contents(entry, shape)

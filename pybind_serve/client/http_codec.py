@@ -29,6 +29,7 @@ from .exchange import Call, CallOptions, HttpReply, HttpRequest, ModelRef
 from .inputs import datatype_of
 from .model import ModelMetadata, RemoteModelConfig, config_from_document, malformed, metadata_from_document
 from .outputs import read_output
+from .shared_memory import Placement
 
 __all__ = ["HEADER_LENGTH", "HttpCodec", "decode_infer", "encode_infer", "error_of"]
 
@@ -60,11 +61,28 @@ class HttpCodec:
         parameters: Mapping[str, Any],
         outputs: Sequence[str] | None,
         options: CallOptions,
+        placement: Placement | None = None,
     ) -> Call[dict[str, np.ndarray]]:
-        body, header_length = encode_infer(inputs, parameters, outputs)
+        body, header_length = encode_infer(inputs, parameters, outputs, placement)
         headers = {**options.headers, HEADER_LENGTH: str(header_length), "Content-Type": "application/octet-stream"}
         request = HttpRequest("POST", f"{_path(model)}/infer", model.label, body, headers, options.timeout_s)
-        return Call(request, decode_infer)
+        return Call(
+            request, decode_infer if placement is None else functools.partial(decode_infer, placement=placement)
+        )
+
+    def register_region(self, name: str, key: str, byte_size: int, options: CallOptions) -> Call[None]:
+        """Register ``byte_size`` bytes of the /dev/shm segment ``key`` as system shared-memory region ``name``."""
+        body = _dump_json({"key": key, "offset": 0, "byte_size": byte_size}).encode()
+        return self._shared_memory(f"region/{quote(name, safe='')}/register", body, options)
+
+    def unregister_region(self, name: str, options: CallOptions) -> Call[None]:
+        return self._shared_memory(f"region/{quote(name, safe='')}/unregister", b"{}", options)
+
+    def _shared_memory(self, action: str, body: bytes, options: CallOptions) -> Call[None]:
+        headers = {**options.headers, "Content-Type": "application/json"}
+        path = f"/v2/systemsharedmemory/{action}"
+        request = HttpRequest("POST", path, "system shared memory", body, headers, options.timeout_s)
+        return Call(request, _ok)
 
     def load_model(self, model: ModelRef, options: CallOptions) -> Call[None]:
         return self._repository(model, "load", options)
@@ -99,6 +117,11 @@ def _get(path: str, what: str, options: CallOptions) -> HttpRequest:
     return HttpRequest("GET", path, what, b"", dict(options.headers), options.timeout_s)
 
 
+def _ok(reply: HttpReply) -> None:
+    if reply.status != 200:
+        raise error_of(reply)
+
+
 def _ready(reply: HttpReply) -> bool:
     # Not found, or not ready: both mean "not yet" to a client waiting for the model.
     if reply.status in (400, 404, 503):
@@ -119,29 +142,40 @@ def encode_infer(
     inputs: Mapping[str, np.ndarray],
     parameters: Mapping[str, Any] | None = None,
     outputs: Sequence[str] | None = None,
+    placement: Placement | None = None,
 ) -> tuple[bytes, int]:
     """An infer request body with every input as binary data, asking for binary outputs; and the length of its
-    JSON header (the ``Inference-Header-Content-Length``)."""
+    JSON header (the ``Inference-Header-Content-Length``). With a ``placement``, the inputs and outputs it
+    places are windows of its shared-memory region instead (the inputs already written there)."""
     entries: list[dict[str, Any]] = []
     buffers: list[bytes | memoryview] = []
     for name, array in inputs.items():
         datatype = datatype_of(name, array)
-        buffer = array_to_buffer(array, datatype)
-        shape = list(array.shape)
-        entries.append(
-            {"name": name, "datatype": datatype, "shape": shape, "parameters": {"binary_data_size": len(buffer)}}
-        )
-        buffers.append(buffer)
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if placement is not None and name in placement.inputs:
+            entry["parameters"] = placement.parameters(placement.inputs[name])
+        else:
+            buffer = array_to_buffer(array, datatype)
+            entry["parameters"] = {"binary_data_size": len(buffer)}
+            buffers.append(buffer)
+        entries.append(entry)
     document: dict[str, Any] = {"inputs": entries, "parameters": {"binary_data_output": True, **(parameters or {})}}
     if outputs is not None:
-        document["outputs"] = [{"name": name} for name in outputs]
+        placed = placement.outputs if placement is not None else {}
+        document["outputs"] = [
+            {"name": name, "parameters": placement.parameters(placed[name])}
+            if placement is not None and name in placed
+            else {"name": name}
+            for name in outputs
+        ]
     header = _dump_json(document).encode()
     return b"".join([header, *buffers]), len(header)
 
 
-def decode_infer(reply: HttpReply) -> dict[str, np.ndarray]:
-    """The outputs of a 200 answer, by name (arrays over the body: writable when it is a bytearray); the
-    error of any other status, raised. An answer that does not decode raises `InternalServerError`."""
+def decode_infer(reply: HttpReply, placement: Placement | None = None) -> dict[str, np.ndarray]:
+    """The outputs of a 200 answer, by name (arrays over the body: writable when it is a bytearray; those in
+    the ``placement``'s region copied out of it); the error of any other status, raised. An answer that does
+    not decode raises `InternalServerError`."""
     if reply.status != 200:
         raise error_of(reply)
     length = reply.headers.get(HEADER_LENGTH)
@@ -149,6 +183,9 @@ def decode_infer(reply: HttpReply) -> dict[str, np.ndarray]:
     outputs, offset = {}, 0
     for entry in _outputs(document):
         name, datatype, shape = _output_header(entry)
+        if placement is not None and name in placement.outputs:
+            outputs[name] = placement.read_output(name, datatype, shape)
+            continue
         size = (entry.get("parameters") or {}).get("binary_data_size")
         if size is None:
             outputs[name] = read_output(name, datatype, shape, data=entry.get("data"))

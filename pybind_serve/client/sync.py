@@ -53,7 +53,9 @@ class _Blocking(ClientBase):
         self._run(self._core.unload_model())
 
     def close(self) -> None:
-        """Close the connections; later calls raise `UnavailableError`. Idempotent."""
+        """Unregister the shared-memory regions (``shared_memory=True``) and close the connections; later calls
+        raise `UnavailableError`. Idempotent."""
+        self._run(self._core.release_regions())
         self._transport.close()
 
     def __enter__(self: Client) -> Client:

@@ -184,8 +184,6 @@ def test_options_are_checked_when_the_client_is_made() -> None:
     assert len(raised.value.problems) == 4
     with pytest.raises(ConfigurationError, match="https:// is not supported"):
         ClientCore("https://h:1", "m")
-    with pytest.raises(UnsupportedError, match="no shared-memory transport yet"):
-        ClientCore("http://h:1", "m", shared_memory=True)
 
 
 def test_streaming_needs_grpc(server: FakeServer) -> None:
