@@ -1,6 +1,6 @@
 """pybind_serve as the suite runs it: add_sub and sleepy from examples/, and a one-input FP32 identity (as
 PyTriton's), on free loopback ports through the public API: ``Serve(http_port=0, grpc_port=0,
-metrics_port=0)``, ``bind``, ``run``.
+metrics_port=0, system_shared_memory=True)``, ``bind``, ``run``.
 
     python -m benchmarks.harness.pybind_server --handshake-fd FD [--sleepy-ms 20]
 
@@ -60,7 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     examples = {name: example(name) for name in ("add_sub", "sleepy")}
     t0 = time.monotonic()  # "from Serve().run() to ready": binding is part of it, as it is for PyTriton
-    with Serve(http_port=0, grpc_port=0, metrics_port=0) as serve:
+    with Serve(http_port=0, grpc_port=0, metrics_port=0, system_shared_memory=True) as serve:
         bind(serve, examples, args.sleepy_ms)
         serve.run()
         t_run = time.monotonic()

@@ -233,7 +233,7 @@ def test_what_pybind_serve_does_not_have_is_unimplemented(client: grpcclient.Inf
     for call, match in (
         (lambda: client.load_model("add_sub"), "no model repository"),
         (lambda: client.unload_model("add_sub"), "no model repository"),
-        (lambda: client.register_cuda_shared_memory("r", b"handle", 0, 16), "CUDA shared memory is not supported"),
+        (lambda: client.register_cuda_shared_memory("r", b"aGFuZGxl", 0, 16), "CUDA shared memory is not supported"),
     ):
         with pytest.raises(InferenceServerException, match=match) as caught:
             call()
