@@ -278,14 +278,46 @@ def _concatenate(requests: Requests) -> dict[str, Any]:
         return dict(requests[0])
     inputs = {}
     for name in requests[0]:
+        arrays = [request[name] for request in requests]
+        joined = _adjacent_views(arrays)
+        if joined is not None:
+            inputs[name] = joined
+            continue
         try:
-            inputs[name] = np.concatenate([request[name] for request in requests], axis=0)
+            inputs[name] = np.concatenate(arrays, axis=0)
         except ValueError as exc:
             shapes = ", ".join(str(list(np.shape(request[name]))) for request in requests)
             raise DecoratorUsageError(
                 f"@batch: input {name!r} cannot be concatenated across requests: its non-batch dims differ ({shapes})"
             ) from exc
     return inputs
+
+
+def _adjacent_views(arrays: list[Any]) -> np.ndarray | None:
+    """The arrays as one array without a copy, when they are back-to-back views of one buffer: how the server
+    hands a worker a batch (each request's rows follow the previous request's in shared memory). None otherwise.
+
+    >>> flat = np.arange(6.0)
+    >>> _adjacent_views([flat[:2].reshape(1, 2), flat[2:6].reshape(2, 2)])
+    array([[0., 1.],
+           [2., 3.],
+           [4., 5.]])
+    """
+    first = arrays[0]
+    if not isinstance(first, np.ndarray) or first.base is None or first.ndim == 0:
+        return None
+    base, address = first.base, first.ctypes.data
+    for array in arrays:
+        same = isinstance(array, np.ndarray) and array.base is base and array.flags.c_contiguous
+        if not same or array.dtype != first.dtype or array.shape[1:] != first.shape[1:] or array.ctypes.data != address:
+            return None
+        address += array.nbytes
+    rows = sum(array.shape[0] for array in arrays)
+    strides = [first.itemsize]  # C order, computed: a dim of size 1 may carry any stride
+    for dim in reversed(first.shape[1:]):
+        strides.insert(0, strides[0] * dim)
+    # Within ``base`` (every view is of it, back to back), which the result keeps alive through ``first``.
+    return np.lib.stride_tricks.as_strided(first, shape=(rows, *first.shape[1:]), strides=strides)
 
 
 def _split_outputs(results: list[Any], rows: list[int]) -> Responses:
@@ -295,9 +327,8 @@ def _split_outputs(results: list[Any], rows: list[int]) -> Responses:
     _check_rows("@batch", outputs, sum(rows), "the batch size")
     if len(rows) == 1:
         return [outputs]
-    bounds = np.cumsum(rows)[:-1]
-    parts = {key: np.split(value, bounds) for key, value in outputs.items()}
-    return [{key: split[i] for key, split in parts.items()} for i in range(len(rows))]
+    bounds = list(itertools.accumulate(rows, initial=0))  # slices, not np.split: several µs less per batch
+    return [{key: value[start:end] for key, value in outputs.items()} for start, end in itertools.pairwise(bounds)]
 
 
 @overload

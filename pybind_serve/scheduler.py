@@ -210,6 +210,16 @@ class Scheduler:
             finally:
                 self._set_alarm(None)
 
+    def take_ready(self) -> list[Pending]:
+        """The batch `next_batch` would return at once, taken now; [] if it would wait, or if another caller
+        is waiting in `next_batch` (an idle worker: the batch is its). Never raises."""
+        if self._error is not None or self._turn.locked():
+            return []
+        batch, _ = self._form_batch(False)
+        if batch:
+            self._take(batch)
+        return batch
+
     def close(self, error: Exception) -> None:
         """Fail every queued request and every waiting or later `next_batch` / `submit` with ``error``.
 

@@ -3,7 +3,9 @@
 Each registered worker gets one `_drive` task: take the next batch from its model's scheduler, write the
 batch's input tensors once into the front's arena, send a descriptor, await the answer, hand each request
 its outputs (still views into the worker's shared memory) to encode, then tell the worker to free them.
-One batch is in flight per worker, as one batch runs per model instance in Triton.
+One batch runs per worker at a time, as one batch runs per model instance in Triton. When an answer comes
+back, the next batch, if one is ready at that instant (`Scheduler.take_ready`: the batch `next_batch` would
+give), is sent before the answer is handed out, so the worker computes while the front encodes responses.
 
 A decoupled (streaming) model answers a batch with any number of partial answers before its last: each
 partial response is encoded and handed to its request's `Job.emit`, and a request's future resolves (to
@@ -18,7 +20,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -53,13 +55,24 @@ class Job:
     emit: Callable[[Any], None] | None = None  # a decoupled model's responses, each as it is encoded
 
 
+@dataclass(eq=False, slots=True)
+class _Flight:
+    """A batch sent to a worker: its requests, the queue its answers arrive on, and its input blocks."""
+
+    batch_id: int
+    live: list[Pending]
+    answers: asyncio.Queue[dict[str, Any]]
+    stats: ModelStats
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
 @dataclass(eq=False)
 class _Worker:
     identity: bytes
     entry: ModelEntry
     segments: str
     task: asyncio.Task[None] | None = None
-    inflight: int | None = None
+    inflight: set[int] = field(default_factory=set)  # its batches sent and not yet answered: two at most
 
 
 class Dispatcher:
@@ -86,12 +99,12 @@ class Dispatcher:
         if worker is None:
             return
         worker.entry.remove_worker(identity.decode())
-        if worker.inflight is not None:
-            answers = self._inflight.get(worker.inflight)
+        for batch_id in worker.inflight:
+            answers = self._inflight.get(batch_id)
             if answers is not None:
                 message = f"{worker.entry.spec.label}: the worker {why}; the batch was lost"
                 answers.put_nowait({"op": "error", "type": WorkerDiedError.__name__, "message": message})
-        elif worker.task is not None:
+        if not worker.inflight and worker.task is not None:
             worker.task.cancel()
         self._segments.forget(worker.segments)
 
@@ -112,43 +125,76 @@ class Dispatcher:
 
     async def _drive(self, worker: _Worker) -> None:
         scheduler = worker.entry.scheduler
+        flight: _Flight | None = None
         while self._workers.get(worker.identity) is worker:
-            try:
-                batch = await scheduler.next_batch()
-            except InferenceError:
-                return  # the scheduler was closed: the model is gone
-            await self._run(worker, batch)
+            if flight is None:
+                try:
+                    batch = await scheduler.next_batch()
+                except InferenceError:
+                    return  # the scheduler was closed: the model is gone
+                flight = self._launch(worker, batch)
+            else:
+                flight = await self._land(worker, flight)
 
-    async def _run(self, worker: _Worker, batch: list[Pending]) -> None:
+    def _launch(self, worker: _Worker, batch: list[Pending]) -> _Flight | None:
+        """Write a batch's inputs into the arena and send it to the worker; None if nothing was sent."""
         live = [p for p in batch if not p.future.done()]
         if not live:
-            return
+            return None
         stats = self._metrics.model(worker.entry.spec.name, worker.entry.spec.version)
         started = time.monotonic()
         for pending in live:
             stats.queue_us += int((started - pending.enqueued) * 1e6)
-        batch_id = next(self._ids)
-        answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._inflight[batch_id] = answers
-        worker.inflight = batch_id
-        inputs: dict[str, dict[str, Any]] = {}
+        flight = _Flight(next(self._ids), live, asyncio.Queue(), stats)
+        self._inflight[flight.batch_id] = flight.answers
+        worker.inflight.add(flight.batch_id)
         try:
-            inputs = self._write_inputs(live)
+            flight.inputs = self._write_inputs(live)
             stats.input_us += int((time.monotonic() - started) * 1e6) * len(live)
             parameters = [p.payload.request.parameters for p in live]
-            self._send(worker.identity, {"op": "batch", "id": batch_id, "inputs": inputs, "parameters": parameters})
-            if worker.entry.spec.config.decoupled:
-                await self._stream(worker, batch_id, live, answers, stats)
-            else:
-                self._deliver(worker, live, await answers.get(), stats)
+            frame = {"op": "batch", "id": flight.batch_id, "inputs": flight.inputs, "parameters": parameters}
+            self._send(worker.identity, frame)
         except Exception as exc:  # e.g. /dev/shm full: fail this batch, keep serving
-            log.exception("sending a batch of %s failed", worker.entry.spec.label)
-            _fail(live, InternalServerError(f"{worker.entry.spec.label}: sending the batch failed: {exc!r}"))
-        finally:
-            del self._inflight[batch_id]
-            worker.inflight = None
-            for desc in inputs.values():
-                self._arena.free(block_of(desc))
+            self._failed(worker, flight, exc)
+            return None
+        return flight
+
+    async def _land(self, worker: _Worker, flight: _Flight) -> _Flight | None:
+        """Await a batch's answer and hand it out; the next batch, if it was sent meanwhile."""
+        following = None
+        try:
+            if worker.entry.spec.config.decoupled:
+                await self._stream(worker, flight.batch_id, flight.live, flight.answers, flight.stats)
+            else:
+                reply = await flight.answers.get()
+                following = self._launch_ready(worker)  # the worker is free: keep it busy while we answer
+                self._deliver(worker, flight.live, reply, flight.stats)
+        except Exception as exc:
+            self._failed(worker, flight, exc)
+        except BaseException:  # cancelled: forget the batch, free its inputs
+            self._done(worker, flight)
+            raise
+        else:
+            self._done(worker, flight)
+        return following
+
+    def _launch_ready(self, worker: _Worker) -> _Flight | None:
+        if self._workers.get(worker.identity) is not worker:
+            return None
+        batch = worker.entry.scheduler.take_ready()
+        return self._launch(worker, batch) if batch else None
+
+    def _failed(self, worker: _Worker, flight: _Flight, exc: Exception) -> None:
+        log.exception("sending a batch of %s failed", worker.entry.spec.label, exc_info=exc)
+        _fail(flight.live, InternalServerError(f"{worker.entry.spec.label}: sending the batch failed: {exc!r}"))
+        self._done(worker, flight)
+
+    def _done(self, worker: _Worker, flight: _Flight) -> None:
+        self._inflight.pop(flight.batch_id, None)
+        worker.inflight.discard(flight.batch_id)
+        for desc in flight.inputs.values():
+            self._arena.free(block_of(desc))
+        flight.inputs = {}
 
     def _write_inputs(self, live: list[Pending]) -> dict[str, dict[str, Any]]:
         first: InferRequest = live[0].payload.request
@@ -187,7 +233,7 @@ class Dispatcher:
         _end(live)
 
     def _cancel_in_worker(self, worker: _Worker, batch_id: int, index: int, future: asyncio.Future[Any]) -> None:
-        if future.cancelled() and worker.inflight == batch_id and self._workers.get(worker.identity) is worker:
+        if future.cancelled() and batch_id in worker.inflight and self._workers.get(worker.identity) is worker:
             self._send(worker.identity, {"op": "cancel", "id": batch_id, "index": index})
 
     def _hand_out(

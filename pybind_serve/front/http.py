@@ -5,7 +5,6 @@ Every error answer is ``{"error": "..."}`` with the status of its `errors` class
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -19,14 +18,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from ..errors import InferenceError, InternalServerError, InvalidInputError, PayloadTooLargeError, UnsupportedError
+from ..errors import InferenceError, InternalServerError, InvalidInputError, UnsupportedError
 from ..metrics import Metrics
 from ..protocol import documents, generate, rest, shared_memory
 from ..protocol.messages import InferRequest, ModelSpec
-from ..scheduler import Pending
 from . import inference, statistics
 from .models import NO_REPOSITORY, Models
 from .regions import NO_CUDA, Regions, enabled
+from .rest_infer import InferRoute, read_body
 
 __all__ = ["HttpOptions", "create_app", "error_response"]
 
@@ -59,58 +58,6 @@ def _json(document: Any) -> Response:
     return Response(json.dumps(document).encode(), media_type=JSON)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    length = request.headers.get("content-length")
-    if length is not None:
-        if not length.isdigit():
-            raise InvalidInputError(f"invalid Content-Length {length!r}")
-        if int(length) > limit:
-            raise PayloadTooLargeError(
-                f"request body of {length} bytes exceeds the limit of {limit} bytes (max_body_bytes)"
-            )
-        return await request.body()
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"request body exceeds the limit of {limit} bytes (max_body_bytes)")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _header_length(request: Request) -> int | None:
-    value = request.headers.get("inference-header-content-length")
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidInputError(f"invalid Inference-Header-Content-Length {value!r}") from None
-
-
-async def _outcome(request: Request, pending: Pending) -> Any:
-    """The request's result; cancels its queued work if the client disconnects first (`ClientGone`)."""
-    future = pending.future
-    watcher = asyncio.ensure_future(request.receive())
-    watcher.add_done_callback(
-        lambda w: pending.cancel() if not w.cancelled() and w.result()["type"] == "http.disconnect" else None
-    )
-    try:
-        return await future
-    except asyncio.CancelledError:
-        if future.cancelled() and not _task_cancelling():
-            raise inference.ClientGone from None
-        raise
-    finally:
-        watcher.cancel()
-
-
-def _task_cancelling() -> bool:
-    task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
-    return cancelling is not None and cancelling() > 0
-
-
 async def _json_body(request: Request, what: str) -> dict[str, Any]:
     body = await request.body()
     document = json.loads(body) if body.strip() else {}
@@ -125,43 +72,14 @@ def create_app(
     options: HttpOptions,
     is_serving: Callable[[], bool],
     regions: Regions | None = None,
-) -> Starlette:
-    """The Starlette application of the REST front; ``is_serving`` is false while starting and stopping;
-    ``regions``: the registered system shared-memory regions (None: the extension is off)."""
+) -> InferRoute:
+    """The ASGI application of the REST front: infer on its own fast path (`rest_infer`), the rest on
+    Starlette; ``is_serving`` is false while starting and stopping; ``regions``: the registered system
+    shared-memory regions (None: the extension is off)."""
     extensions = sorted([*EXTENSIONS, SHARED_MEMORY_EXTENSION]) if regions is not None else EXTENSIONS
 
-    async def infer(request: Request) -> Response:
-        arrived = time.monotonic()
-        params = request.path_params
-
-        async def parse(spec: ModelSpec) -> InferRequest:
-            body = await _read_body(request, options.max_body_bytes)
-            body = rest.decode_body(body, request.headers.get("content-encoding"), options.max_body_bytes)
-            return rest.parse_infer_request(body, _header_length(request), spec, regions)
-
-        model = (params["name"], params.get("version"))
-        try:
-            if models.find(*model).spec.config.decoupled:
-                responses = inference.stream(models, metrics, model, parse, rest.encode_infer_response, arrived)
-                content, header_length = await inference.single(responses, f"model {model[0]!r}")
-            else:
-                content, header_length = await inference.infer(
-                    models, metrics, model, parse, rest.encode_infer_response, arrived, partial(_outcome, request)
-                )
-        except InferenceError as exc:
-            return error_response(exc)
-        except inference.ClientGone:
-            return Response(status_code=499)
-        if header_length is None:
-            return Response(content, media_type=JSON)
-        return Response(
-            content,
-            media_type="application/octet-stream",
-            headers={"Inference-Header-Content-Length": str(header_length)},
-        )
-
     async def parse_generate(request: Request, spec: ModelSpec) -> InferRequest:
-        body = await _read_body(request, options.max_body_bytes)
+        body = await read_body(request.receive, dict(request.scope["headers"]), options.max_body_bytes)
         body = rest.decode_body(body, request.headers.get("content-encoding"), options.max_body_bytes)
         return generate.parse_generate_request(body, spec)
 
@@ -269,11 +187,11 @@ def create_app(
             Route(f"{prefix}/stats", model_statistics),
             Route(f"{prefix}/config", model_config),
             Route(f"{prefix}/ready", model_ready),
-            Route(f"{prefix}/infer", infer, methods=["POST"]),
             Route(f"{prefix}/generate", generate_one, methods=["POST"]),
             Route(f"{prefix}/generate_stream", generate_stream, methods=["POST"]),
         ]
-    return Starlette(routes=routes, exception_handlers=_exception_handlers())
+    app = Starlette(routes=routes, exception_handlers=_exception_handlers())
+    return InferRoute(app, models, metrics, options.max_body_bytes, regions)
 
 
 async def _events(first: bytes | None, rest_: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:

@@ -152,7 +152,7 @@ class Front:
     def _build_servers(self) -> list[tuple[_Server, socket.socket]]:
         options = HttpOptions(self.options.max_body_bytes, __version__)
         app = create_app(self.models, self.metrics, options, self.is_serving, self.regions)
-        pairs = [(app, self.options.http_fd)]
+        pairs: list[tuple[Any, int]] = [(app, self.options.http_fd)]
         if self.options.metrics_fd is not None:
             pairs.append((self._metrics_app(), self.options.metrics_fd))
         for app_, _fd in pairs:
@@ -162,6 +162,7 @@ class Front:
                 access_log=False,
                 lifespan="off",
                 http="httptools",
+                proxy_headers=False,  # nothing reads the client address: skip the middleware on every request
                 timeout_graceful_shutdown=max(int(self.options.drain_timeout_s), 1),
             )
             self._servers.append(_Server(config))

@@ -30,6 +30,7 @@ over; the front sends ``cancel`` when a request's client went away::
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -96,7 +97,7 @@ def read_group(segments: SegmentMap, desc: dict[str, Any]) -> list[np.ndarray]:
             start += size
         return out
     dtype = np.dtype(desc["dtype"])
-    counts = [int(np.prod(s)) for s in shapes]
+    counts = [math.prod(s) for s in shapes]  # not np.prod: ~1 µs each on small tuples, per request
     flat = np.frombuffer(view, dtype=dtype, count=sum(counts))
     arrays, start = [], 0
     for shape, count in zip(shapes, counts, strict=True):

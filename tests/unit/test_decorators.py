@@ -802,3 +802,26 @@ def test_every_decorator_keeps_async_functions_async(decorate: Callable[..., Any
     assert inspect.iscoroutinefunction(decorated)
     out = asyncio.run(decorated([req(a=[5])]))
     assert tolists(out) == [{"n": [1]}]
+
+
+def test_batch_joins_back_to_back_views_of_one_buffer_without_a_copy() -> None:
+    """How a worker receives a batch: each request's rows follow the previous one's in shared memory."""
+    flat = np.arange(12, dtype=np.float32)
+    seen: list[np.ndarray] = []
+
+    @batch
+    def keep(x: np.ndarray) -> dict[str, np.ndarray]:
+        seen.append(x)
+        return {"y": x}
+
+    requests = [Request({"x": flat[0:4].reshape(1, 4)}), Request({"x": flat[4:12].reshape(2, 4)})]
+    outputs = keep(requests)
+    assert np.shares_memory(seen[0], flat) and seen[0].shape == (3, 4)
+    np.testing.assert_array_equal(seen[0], flat.reshape(3, 4))
+    assert [out["y"].shape for out in outputs] == [(1, 4), (2, 4)]
+    # Out of order, or from different buffers: concatenated (a copy), as before.
+    keep([requests[1], requests[0]])
+    assert not np.shares_memory(seen[1], flat)
+    np.testing.assert_array_equal(seen[1], np.concatenate([flat[4:12], flat[0:4]]).reshape(3, 4))
+    keep([Request({"x": np.zeros((1, 4), np.float32)}), Request({"x": np.ones((1, 4), np.float32)})])
+    np.testing.assert_array_equal(seen[2], [[0] * 4, [1] * 4])

@@ -464,3 +464,51 @@ def test_a_burst_is_served_in_full_batches(run: Runner) -> None:
 
     # Speed belongs to benchmarks/; here: a queued burst leaves in max-size batches, in order.
     assert run(scenario()) == [64] * 15 + [40]
+
+
+# --- take_ready: the batch a busy worker gets as soon as it is free ----------------------------------------
+
+
+def test_take_ready_takes_what_next_batch_would_give_at_once(run: Runner) -> None:
+    async def scenario() -> None:
+        s = scheduler(max_batch_size=2)
+        assert s.take_ready() == []
+        submit_all(s, "abc")
+        assert "".join(p.payload for p in s.take_ready()) == "ab"
+        assert s.pending_count == 1
+        assert await soon(take(s)) == "c"
+
+    run(scenario())
+
+
+def test_take_ready_waits_out_the_queue_delay_as_next_batch_does(run: Runner) -> None:
+    async def scenario() -> None:
+        s = scheduler(max_batch_size=4, max_queue_delay_us=10_000_000)
+        submit_all(s, "ab")
+        assert s.take_ready() == []  # the batch could still grow within its delay
+        submit_all(s, "cd")
+        assert "".join(p.payload for p in s.take_ready()) == "abcd"  # full: no reason to wait
+
+    run(scenario())
+
+
+def test_take_ready_leaves_the_batch_to_a_caller_waiting_for_one(run: Runner) -> None:
+    async def scenario() -> None:
+        s = scheduler()
+        waiting = asyncio.ensure_future(take(s))  # an idle worker of the same model
+        await asyncio.sleep(0)
+        submit_all(s, "ab")
+        assert s.take_ready() == []
+        assert await soon(waiting) == "ab"
+
+    run(scenario())
+
+
+def test_take_ready_on_a_closed_scheduler_takes_nothing(run: Runner) -> None:
+    async def scenario() -> None:
+        s = scheduler()
+        submit_all(s, "a")
+        s.close(UnavailableError("stopping"))
+        assert s.take_ready() == []
+
+    run(scenario())
