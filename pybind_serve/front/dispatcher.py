@@ -251,8 +251,12 @@ class Dispatcher:
                     hand(pending, {name: arrays[i] for name, arrays in columns.items()})
         finally:
             blocks = [list(desc["block"]) for desc in descriptors.values()]
-            if blocks and worker.identity in self._workers:
-                self._send(worker.identity, {"op": "free", "blocks": blocks})
+            if blocks:  # after the responses just handed out are written (they are scheduled first)
+                asyncio.get_running_loop().call_soon(self._free, worker, blocks)
+
+    def _free(self, worker: _Worker, blocks: list[list[Any]]) -> None:
+        if self._workers.get(worker.identity) is worker:
+            self._send(worker.identity, {"op": "free", "blocks": blocks})
 
     def close(self) -> None:
         for identity in list(self._workers):
