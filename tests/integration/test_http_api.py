@@ -438,3 +438,20 @@ def test_cuda_shared_memory_is_not_supported_but_unregistering_all_succeeds(clie
     response = client.post("/v2/cudasharedmemory/region/r/register", json={"raw_handle": {"b64": ""}, "byte_size": 8})
     assert response.status_code == 501
     assert "CUDA shared memory is not supported" in response.json()["error"]
+
+
+# -- the infer path's own ASGI handling (rest_infer.py) ---------------------------------------------------------
+
+
+def test_infer_with_another_method_is_405_with_a_json_error(client: httpx.Client) -> None:
+    response = client.get("/v2/models/add_sub/infer")
+    assert response.status_code == 405
+    assert "use POST" in response.json()["error"]
+
+
+def test_infer_with_a_chunked_body(client: httpx.Client) -> None:
+    body = json.dumps(ADD_SUB).encode()
+    chunks = (body[i : i + 7] for i in range(0, len(body), 7))  # no Content-Length: Transfer-Encoding chunked
+    response = client.post("/v2/models/add_sub/infer", content=chunks)
+    assert response.status_code == 200, response.text
+    assert outputs_by_name(response.json())["add"]["data"] == [11, 22, 33]
