@@ -126,15 +126,17 @@ class Dispatcher:
     async def _drive(self, worker: _Worker) -> None:
         scheduler = worker.entry.scheduler
         flight: _Flight | None = None
-        while self._workers.get(worker.identity) is worker:
-            if flight is None:
-                try:
-                    batch = await scheduler.next_batch()
-                except InferenceError:
-                    return  # the scheduler was closed: the model is gone
-                flight = self._launch(worker, batch)
-            else:
-                flight = await self._land(worker, flight)
+        while True:
+            if flight is not None:  # landed even after the worker is gone: `remove` failed it, and its
+                flight = await self._land(worker, flight)  # requests must hear so
+                continue
+            if self._workers.get(worker.identity) is not worker:
+                return
+            try:
+                batch = await scheduler.next_batch()
+            except InferenceError:
+                return  # the scheduler was closed: the model is gone
+            flight = self._launch(worker, batch)
 
     def _launch(self, worker: _Worker, batch: list[Pending]) -> _Flight | None:
         """Write a batch's inputs into the arena and send it to the worker; None if nothing was sent."""

@@ -134,3 +134,29 @@ def test_async_and_undecorated_functions_are_served(make_serve: Callable[..., Se
     assert tripled == [3.0 * n for n in range(8)]
     assert quadrupled == [4.0 * n for n in range(8)]
     assert sum(batch_sizes) == 8
+
+
+def test_a_worker_that_dies_on_the_batch_sent_while_it_was_busy(make_serve: Callable[..., Serve]) -> None:
+    """The batch sent ahead (ready when the previous answer came back) fails with the worker, and the request
+    queued behind it is served by the restarted worker: nothing hangs, nothing is lost."""
+    serve = make_serve()
+    config = ModelConfig(instances=1, max_batch_size=1)
+    serve.bind("who", make_whoami(0.3), inputs=X, outputs=PID, config=config)
+    serve.run()
+    with httpx.Client(base_url=serve.http_url) as client, ThreadPoolExecutor(3) as pool:
+        first_pid = pid_of(infer(client, "who", 1.0))
+        slow = pool.submit(infer, client, "who", 1.0)
+        time.sleep(0.1)  # the slow request runs; the next two queue behind it
+        dies = pool.submit(infer, client, "who", DIE)
+        time.sleep(0.05)
+        after = pool.submit(infer, client, "who", 2.0)
+        assert pid_of(slow.result(WAIT_S)) == first_pid
+        died = dies.result(WAIT_S)
+        assert died.status_code == 500 and "died" in died.json()["error"], died.text
+        response = after.result(WAIT_S)
+        deadline = time.monotonic() + WAIT_S
+        while response.status_code == 503:  # it may arrive while the worker restarts
+            assert time.monotonic() < deadline, "the worker was not restarted"
+            time.sleep(0.05)
+            response = infer(client, "who", 2.0)
+        assert pid_of(response) not in (first_pid, os.getpid())
