@@ -252,13 +252,11 @@ class Dispatcher:
                 if not pending.future.done():
                     hand(pending, {name: arrays[i] for name, arrays in columns.items()})
         finally:
+            # At once: deferring this past the responses (call_soon) measured slower, c=8 2,200-2,600 against
+            # 3,000-3,150 req/s, as the worker then gets its next batch before the blocks to reuse.
             blocks = [list(desc["block"]) for desc in descriptors.values()]
-            if blocks:  # after the responses just handed out are written (they are scheduled first)
-                asyncio.get_running_loop().call_soon(self._free, worker, blocks)
-
-    def _free(self, worker: _Worker, blocks: list[list[Any]]) -> None:
-        if self._workers.get(worker.identity) is worker:
-            self._send(worker.identity, {"op": "free", "blocks": blocks})
+            if blocks and self._workers.get(worker.identity) is worker:
+                self._send(worker.identity, {"op": "free", "blocks": blocks})
 
     def close(self) -> None:
         for identity in list(self._workers):
