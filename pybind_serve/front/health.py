@@ -71,6 +71,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
             if status != sent:
                 yield health_pb2.HealthCheckResponse(status=status)
                 sent = status
+                continue  # readiness may have changed while the answer was out (the server may be stopping)
             if self._readiness.stopping.is_set():
                 return  # the server is stopping: end the call rather than hold up its graceful stop
             await change.wait()
