@@ -26,6 +26,7 @@ from google.protobuf.message import DecodeError, Message
 
 from ..dtypes import from_datatype
 from ..errors import InferenceError, InvalidInputError, from_grpc_code
+from ..protocol.grpc_codec import set_parameter
 from ..protocol.proto import grpc_service_pb2 as pb
 from ..protocol.protowire import field_header, split_field
 from ..protocol.tensor_codec import array_to_buffer
@@ -207,18 +208,10 @@ def encode_infer(
 
 
 def _set_parameter(parameter: pb.InferParameter, key: str, value: Any) -> None:
-    if isinstance(value, bool):
-        parameter.bool_param = value
-    elif isinstance(value, int) and key == "priority":  # Triton reads the priority from uint64_param only
-        parameter.uint64_param = value
-    elif isinstance(value, int):
-        parameter.int64_param = value
-    elif isinstance(value, float):
-        parameter.double_param = value
-    elif isinstance(value, str):
-        parameter.string_param = value
-    else:
-        raise InvalidInputError(f"parameter {key!r} must be a bool, int, float or str, got {value!r}")
+    try:
+        set_parameter(parameter, value, unsigned=key == "priority")  # Triton reads the priority from uint64_param
+    except InvalidInputError:
+        raise InvalidInputError(f"parameter {key!r} must be a bool, int, float or str, got {value!r}") from None
 
 
 def decode_infer(reply: GrpcReply, placement: Placement | None = None) -> dict[str, np.ndarray]:

@@ -60,6 +60,7 @@ __all__ = [
     "parse_infer_request",
     "repository_index_response",
     "server_metadata_response",
+    "set_parameter",
 ]
 
 # Response parameter of ModelStreamInfer: whether a response is its request's last (Triton's name).
@@ -234,7 +235,7 @@ def encode_infer_response(
         output = response.outputs.add(name=tensor.name, datatype=datatype, shape=array.shape)
         if shared is not None:
             for key, value in write_shared_output(shared, tensor, array, datatype, spec).items():
-                _set_parameter(output.parameters[key], value)
+                set_parameter(output.parameters[key], value)
             pieces.append(field_header(_RAW_OUTPUT_CONTENTS, 0))
             continue
         buffer = array_to_buffer(array, datatype)
@@ -242,13 +243,26 @@ def encode_infer_response(
     return b"".join([response.SerializeToString(), *pieces])
 
 
-def _set_parameter(parameter: pb.InferParameter, value: bool | int | str) -> None:
+def set_parameter(parameter: pb.InferParameter, value: bool | int | float | str, *, unsigned: bool = False) -> None:
+    """Put a plain value in an InferParameter (``parameters_of`` reads it back); ``unsigned``: an int goes in
+    uint64_param (Triton reads ``priority`` from there only). Raises `InvalidInputError` for other types.
+
+    >>> parameter = pb.InferParameter()
+    >>> set_parameter(parameter, 3); parameter.int64_param
+    3
+    """
     if isinstance(value, bool):
         parameter.bool_param = value
+    elif isinstance(value, int) and unsigned:
+        parameter.uint64_param = value
     elif isinstance(value, int):
         parameter.int64_param = value
-    else:
+    elif isinstance(value, float):
+        parameter.double_param = value
+    elif isinstance(value, str):
         parameter.string_param = value
+    else:
+        raise InvalidInputError(f"a parameter must be a bool, int, float or str, got {value!r}")
 
 
 def encode_stream_response(infer_response: bytes) -> bytes:

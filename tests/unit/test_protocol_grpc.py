@@ -23,6 +23,7 @@ from pybind_serve.protocol.grpc_codec import (
     encode_stream_response,
     parameters_of,
     parse_infer_request,
+    set_parameter,
 )
 from pybind_serve.protocol.messages import InferRequest, ModelSpec, RequestedOutput
 from pybind_serve.protocol.proto import grpc_service_pb2 as pb
@@ -131,31 +132,20 @@ def test_outputs_follow_the_request_then_the_spec() -> None:
 # -- the same rules and messages as REST -------------------------------------------------------------------------
 
 
-def _set(parameter: pb.InferParameter, value: Any) -> None:
-    if isinstance(value, bool):
-        parameter.bool_param = value
-    elif isinstance(value, int):
-        parameter.int64_param = value
-    elif isinstance(value, float):
-        parameter.double_param = value
-    else:
-        parameter.string_param = value
-
-
 def to_grpc(document: dict[str, Any]) -> pb.ModelInferRequest:
     """The gRPC request that says what a REST JSON request says (data as typed contents)."""
     message = pb.ModelInferRequest(id=document.get("id", ""))
     for entry in document["inputs"]:
         tensor = message.inputs.add(name=entry["name"], datatype=entry["datatype"], shape=entry["shape"])
         for key, value in entry.get("parameters", {}).items():
-            _set(tensor.parameters[key], value)
+            set_parameter(tensor.parameters[key], value)
         getattr(tensor.contents, CONTENTS[entry["datatype"]]).extend(np.ravel(entry["data"]).tolist())
     for key, value in document.get("parameters", {}).items():
-        _set(message.parameters[key], value)
+        set_parameter(message.parameters[key], value)
     for entry in document.get("outputs", []):
         output = message.outputs.add(name=entry["name"])
         for key, value in entry.get("parameters", {}).items():
-            _set(output.parameters[key], value)
+            set_parameter(output.parameters[key], value)
     return message
 
 
