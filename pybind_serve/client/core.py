@@ -38,7 +38,7 @@ from .http_codec import HttpCodec
 from .inputs import add_batch_axis, conform, gather
 from .model import ModelMetadata, RemoteModelConfig
 from .outputs import strip_batch_axis
-from .shared_memory import Placement, RegionPool, output_sizes
+from .shared_memory import Placement, RegionPool, output_sizes, serialized
 from .url import Endpoint, parse_url
 
 __all__ = ["ClientBase", "ClientCore", "Codec", "InferOptions"]
@@ -243,7 +243,8 @@ class ClientCore:
         rows = next(iter(inputs.values())).shape[0] if batching and inputs else None
         wanted = list(outputs) if outputs is not None else [tensor.name for tensor in metadata.outputs]
         sizes = output_sizes(metadata, wanted, rows)
-        region, new = self._regions.take(Placement.size_of(inputs, sizes))
+        buffers = serialized(inputs)
+        region, new = self._regions.take(Placement.size_of(buffers, sizes))
         try:
             if new:
                 try:
@@ -255,7 +256,7 @@ class ClientCore:
                     ) from None
                 region.registered = True
                 region.unlink()  # both sides keep their mappings: nothing is left in /dev/shm if we die
-            placement = Placement.of(region, inputs, sizes)
+            placement = Placement.of(region, buffers, sizes)
             result: dict[str, np.ndarray] = yield self.codec.infer(
                 self.model, inputs, parameters, wanted, options, placement
             )

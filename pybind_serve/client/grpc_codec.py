@@ -103,24 +103,12 @@ class GrpcCodec:
     def register_region(self, name: str, key: str, byte_size: int, options: CallOptions) -> Call[None]:
         """Register ``byte_size`` bytes of the /dev/shm segment ``key`` as system shared-memory region ``name``."""
         message = pb.SystemSharedMemoryRegisterRequest(name=name, key=key, offset=0, byte_size=byte_size)
-        request = GrpcRequest(
-            "SystemSharedMemoryRegister",
-            "system shared memory",
-            message.SerializeToString(),
-            _metadata(options),
-            options.timeout_s,
-        )
+        request = _request("SystemSharedMemoryRegister", message, "system shared memory", options)
         return Call(request, _nothing)
 
     def unregister_region(self, name: str, options: CallOptions) -> Call[None]:
         message = pb.SystemSharedMemoryUnregisterRequest(name=name)
-        request = GrpcRequest(
-            "SystemSharedMemoryUnregister",
-            "system shared memory",
-            message.SerializeToString(),
-            _metadata(options),
-            options.timeout_s,
-        )
+        request = _request("SystemSharedMemoryUnregister", message, "system shared memory", options)
         return Call(request, _nothing)
 
     def stream_infer(
@@ -146,8 +134,10 @@ class GrpcCodec:
         return Call(_request("RepositoryModelUnload", message, model, options), _nothing)
 
 
-def _request(method: str, message: Message, model: ModelRef, options: CallOptions) -> GrpcRequest:
-    return GrpcRequest(method, model.label, message.SerializeToString(), _metadata(options), options.timeout_s)
+def _request(method: str, message: Message, model: ModelRef | str, options: CallOptions) -> GrpcRequest:
+    """A call of ``method``; ``model`` (or a text) names what it is for in transport errors."""
+    what = model if isinstance(model, str) else model.label
+    return GrpcRequest(method, what, message.SerializeToString(), _metadata(options), options.timeout_s)
 
 
 def _metadata(options: CallOptions) -> tuple[tuple[str, str], ...]:

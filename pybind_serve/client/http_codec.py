@@ -161,13 +161,11 @@ def encode_infer(
         entries.append(entry)
     document: dict[str, Any] = {"inputs": entries, "parameters": {"binary_data_output": True, **(parameters or {})}}
     if outputs is not None:
-        placed = placement.outputs if placement is not None else {}
-        document["outputs"] = [
-            {"name": name, "parameters": placement.parameters(placed[name])}
-            if placement is not None and name in placed
-            else {"name": name}
-            for name in outputs
-        ]
+        document["outputs"] = [{"name": name} for name in outputs]
+        if placement is not None:
+            for entry in document["outputs"]:
+                if entry["name"] in placement.outputs:
+                    entry["parameters"] = placement.parameters(placement.outputs[entry["name"]])
     header = _dump_json(document).encode()
     return b"".join([header, *buffers]), len(header)
 

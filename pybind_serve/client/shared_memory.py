@@ -10,7 +10,7 @@ unregisters the regions and unmaps them.
 >>> region, new = pool.take(100)
 >>> new, region.size >= 100, region.key.startswith("/pbs_client_")
 (True, True, True)
->>> placement = Placement.of(region, {"x": np.arange(3, dtype=np.float32)}, {"y": 12})
+>>> placement = Placement.of(region, serialized({"x": np.arange(3, dtype=np.float32)}), {"y": 12})
 >>> placement.inputs["x"], placement.outputs["y"]
 (Window(offset=0, nbytes=12), Window(offset=64, nbytes=12))
 >>> pool.give(region); pool.close()
@@ -32,13 +32,14 @@ from typing import Any
 import numpy as np
 
 from ..dtypes import from_datatype
+from ..protocol.shared_memory import window_parameters
 from ..protocol.tensor_codec import array_from_buffer, array_to_buffer
 from .inputs import datatype_of
 from .model import ModelMetadata
 
-__all__ = ["ClientRegion", "Placement", "RegionPool", "Window", "output_sizes", "window_parameters"]
+__all__ = ["ClientRegion", "Placement", "RegionPool", "Window", "output_sizes", "serialized"]
 
-SHM_DIR = "/dev/shm"
+SHM_DIR = "/dev/shm"  # the client layer does not import the server's transport
 _ALIGN = 64
 _MIN_REGION = 64 << 10
 _counter = itertools.count()
@@ -101,11 +102,13 @@ class Placement:
     outputs: Mapping[str, Window]
 
     @classmethod
-    def of(cls, region: ClientRegion, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, int]) -> Placement:
-        """Write ``inputs`` into ``region`` and reserve room for ``outputs`` (name -> byte size) after them."""
+    def of(
+        cls, region: ClientRegion, inputs: Mapping[str, bytes | memoryview], outputs: Mapping[str, int]
+    ) -> Placement:
+        """Write the ``inputs`` (name -> serialized tensor) into ``region`` and reserve room for ``outputs``
+        (name -> byte size) after them."""
         offset, placed_inputs, placed_outputs = 0, {}, {}
-        for name, array in inputs.items():
-            buffer = array_to_buffer(array, datatype_of(name, array))
+        for name, buffer in inputs.items():
             window = Window(offset, len(buffer))
             region.view(window)[:] = buffer
             placed_inputs[name] = window
@@ -116,9 +119,9 @@ class Placement:
         return cls(region, placed_inputs, placed_outputs)
 
     @staticmethod
-    def size_of(inputs: Mapping[str, np.ndarray], outputs: Mapping[str, int]) -> int:
-        sizes = [array_nbytes(name, array) for name, array in inputs.items()] + list(outputs.values())
-        return sum(_aligned(size) for size in sizes)
+    def size_of(inputs: Mapping[str, bytes | memoryview], outputs: Mapping[str, int]) -> int:
+        """The region size `of` needs for these inputs and outputs."""
+        return sum(_aligned(size) for size in [*map(len, inputs.values()), *outputs.values()])
 
     def read_output(self, name: str, datatype: str, shape: Sequence[int]) -> np.ndarray:
         """Output ``name`` copied out of the region (which the next call reuses)."""
@@ -126,20 +129,13 @@ class Placement:
         return array_from_buffer(self.region.view(window), datatype, shape).copy()
 
     def parameters(self, window: Window) -> dict[str, Any]:
-        return window_parameters(self.region.name, window)
+        """The tensor parameters that point the server at ``window`` of this region."""
+        return window_parameters(self.region.name, window.offset, window.nbytes)
 
 
-def array_nbytes(name: str, array: np.ndarray) -> int:
-    datatype = datatype_of(name, array)
-    return len(array_to_buffer(array, datatype)) if datatype == "BYTES" else array.nbytes
-
-
-def window_parameters(region: str, window: Window) -> dict[str, Any]:
-    """The tensor parameters that point a server at ``window`` of ``region``."""
-    parameters: dict[str, Any] = {"shared_memory_region": region, "shared_memory_byte_size": window.nbytes}
-    if window.offset:
-        parameters["shared_memory_offset"] = window.offset
-    return parameters
+def serialized(inputs: Mapping[str, np.ndarray]) -> dict[str, bytes | memoryview]:
+    """Each input's bytes as they go into a region (BYTES: length-prefixed elements)."""
+    return {name: array_to_buffer(array, datatype_of(name, array)) for name, array in inputs.items()}
 
 
 def output_sizes(metadata: ModelMetadata, wanted: Sequence[str] | None, rows: int | None) -> dict[str, int]:

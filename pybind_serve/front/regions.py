@@ -24,11 +24,10 @@ from dataclasses import dataclass
 
 from ..errors import InvalidInputError, UnsupportedError
 from ..protocol.shared_memory import NOT_ENABLED, RegionSpec, TensorReference, check_window
-from ..transport.shm import PREFIX
+from ..transport.shm import PREFIX, SHM_DIR
 
 __all__ = ["NO_CUDA", "Regions", "enabled"]
 
-SHM_DIR = "/dev/shm"
 NO_CUDA = (
     "CUDA shared memory is not supported: register system shared memory (/dev/shm) instead, "
     "or send the tensors in the request"

@@ -174,13 +174,14 @@ def _parse_inputs(
         tensor, datatype, shape = inputs.check(entry.name, entry.datatype, list(entry.shape))
         with inputs.reading(tensor):
             array = shared_input(entry.name, datatype, shape, parameters_of(entry.parameters), regions)
-            if array is not None and entry.contents.ListFields():
-                raise InvalidInputError("give either shared memory parameters or 'contents', not both")
-            if array is None and not raw:
+            if array is not None:
+                if entry.contents.ListFields():
+                    raise InvalidInputError("give either shared memory parameters or 'contents', not both")
+            elif not raw:
                 array = _array_from_contents(entry.contents, datatype, shape)
-            elif array is None and entry.contents.ListFields():
+            elif entry.contents.ListFields():
                 raise InvalidInputError("give either 'contents' or raw_input_contents, not both")
-            elif array is None:
+            else:
                 array = array_from_buffer(next(contents), datatype, shape)
         inputs.add(tensor, array)
     return inputs.finish()

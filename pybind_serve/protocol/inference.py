@@ -16,6 +16,7 @@ Every client mistake raises `InvalidInputError` (or its `BatchTooLargeError`) na
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -136,7 +137,7 @@ def shared_input(
         return None
     reference, window = found
     if datatype != "BYTES":
-        needed = int(np.prod(shape, dtype=np.int64)) * np.dtype(from_datatype(datatype)).itemsize
+        needed = math.prod(shape) * np.dtype(from_datatype(datatype)).itemsize
         if reference.byte_size != needed:
             raise InvalidInputError(
                 f"shared_memory_byte_size {reference.byte_size} does not match {datatype} {shape}, "

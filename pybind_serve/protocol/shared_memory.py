@@ -31,6 +31,7 @@ __all__ = [
     "reference_of",
     "shared_window",
     "status_document",
+    "window_parameters",
 ]
 
 REGION = "shared_memory_region"
@@ -124,6 +125,18 @@ def check_window(kind: str, tensor: str, reference: TensorReference, region: Reg
         )
 
 
+def window_parameters(region: str, offset: int, byte_size: int) -> dict[str, Any]:
+    """The tensor parameters that name ``byte_size`` bytes at ``offset`` of ``region`` (no offset when 0).
+
+    >>> window_parameters("r", 0, 8)
+    {'shared_memory_region': 'r', 'shared_memory_byte_size': 8}
+    """
+    parameters: dict[str, Any] = {REGION: region, BYTE_SIZE: byte_size}
+    if offset:
+        parameters[OFFSET] = offset
+    return parameters
+
+
 def status_document(regions: list[RegionSpec]) -> list[dict[str, Any]]:
     """The REST status answer: one entry per region, as Triton writes them.
 
@@ -180,7 +193,4 @@ class SharedOutput:
                 f"bytes) should be at least {size} bytes to hold the results"
             )
         self.window[:size] = data
-        parameters: dict[str, Any] = {REGION: self.reference.region, BYTE_SIZE: size}
-        if self.reference.offset:
-            parameters[OFFSET] = self.reference.offset
-        return parameters
+        return window_parameters(self.reference.region, self.reference.offset, size)
