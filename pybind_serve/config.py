@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -18,6 +19,10 @@ class TimeoutAction(str, enum.Enum):
 
     REJECT = "REJECT"  #: answered at once with an `InferenceTimeoutError`
     DELAY = "DELAY"  #: kept, but scheduled after the requests of its level (and higher) that have not timed out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _non_negative_int(problems: list[str], name: str, value: Any) -> None:
@@ -163,6 +168,11 @@ class ModelConfig:
     - ``instances``: ``None`` (default) runs the function in the process that called ``bind`` (a model
       loaded in a notebook is served as is); ``N`` starts N worker processes, each running its own copy
       (forked from the binding process), for CPU parallelism beyond the GIL.
+    - ``execution_timeout_s``: how long the function may take over one batch (for a decoupled model: between
+      two of its responses) before that batch's requests fail with `ExecutionTimeoutError` (HTTP 504, gRPC
+      DEADLINE_EXCEEDED); ``None`` (default) waits as long as it takes. A worker process that timed out is
+      killed and replaced; a function running in the binding process (``instances=None``) cannot be stopped, so
+      the model is reported not ready until it returns (see docs/limits.md).
 
     >>> ModelConfig(max_batch_size=64, batcher=DynamicBatcher(max_queue_delay_us=500)).max_batch_size
     64
@@ -173,6 +183,7 @@ class ModelConfig:
     batcher: DynamicBatcher = field(default_factory=DynamicBatcher)
     decoupled: bool = False
     instances: int | None = None
+    execution_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -191,6 +202,9 @@ class ModelConfig:
         inst = self.instances
         if inst is not None and (not isinstance(inst, int) or isinstance(inst, bool) or inst < 1):
             problems.append(f"instances must be None (run in the binding process) or an int >= 1, got {inst!r}")
+        timeout = self.execution_timeout_s
+        if timeout is not None and not (_is_number(timeout) and 0 < timeout < math.inf):
+            problems.append(f"execution_timeout_s must be None (no limit) or a number of seconds > 0, got {timeout!r}")
         if problems:
             raise ConfigurationError.collect("ModelConfig", problems)
 

@@ -21,8 +21,13 @@ resolve a response from the class alone::
         ├── ModelExecutionError         the bound function raised          500    INTERNAL
         │   ├── OutputValidationError   outputs not as declared            500    INTERNAL
         │   ├── DecoratorUsageError     a decorator used the wrong way     500    INTERNAL
-        │   └── WorkerDiedError         the worker process died            500    INTERNAL
+        │   ├── WorkerDiedError         the worker process died            500    INTERNAL
+        │   └── ExecutionTimeoutError   no answer within the model's       504    DEADLINE_EXCEEDED
+        │                               execution_timeout_s
         └── InternalServerError         a bug of ours                      500    INTERNAL
+
+A message that goes to a client is cut to `MAX_MESSAGE_CHARS` by `client_message` (an exception's text is
+the user's to choose, and a 20 MiB one must not become a 20 MiB response or gRPC trailer).
 
 Errors cross process boundaries as ``(type name, message)`` and are rebuilt with `from_wire`, never
 pickled; a client that only has the HTTP status or the gRPC code rebuilds the nearest class with
@@ -36,6 +41,7 @@ __all__ = [
     "BatchTooLargeError",
     "ConfigurationError",
     "DecoratorUsageError",
+    "ExecutionTimeoutError",
     "InferenceError",
     "InferenceTimeoutError",
     "InternalServerError",
@@ -53,10 +59,26 @@ __all__ = [
     "UnavailableError",
     "UnsupportedError",
     "WorkerDiedError",
+    "client_message",
     "from_grpc_code",
     "from_http_status",
     "from_wire",
 ]
+
+
+MAX_MESSAGE_CHARS = 4096  # the most of an error message that is answered to a client or logged
+
+
+def client_message(error: BaseException | str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """The text of an error as a client gets it: cut to ``limit`` characters, saying so when it was cut.
+
+    >>> client_message(ValueError("x" * 5000), limit=20)
+    'xxxxxxxxxxxxxxxxxxxx... [cut: 5000 characters in all]'
+    """
+    text = error if isinstance(error, str) else str(error)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [cut: {len(text)} characters in all]"
 
 
 class ServeError(Exception):
@@ -177,6 +199,13 @@ class WorkerDiedError(ModelExecutionError):
     pass
 
 
+class ExecutionTimeoutError(ModelExecutionError):
+    """The function did not answer a batch within its model's ``execution_timeout_s``."""
+
+    http_status = 504
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
 class InternalServerError(InferenceError):
     http_status = 500
     grpc_code = "INTERNAL"
@@ -200,6 +229,7 @@ _BY_NAME: dict[str, type[InferenceError]] = {
         OutputValidationError,
         DecoratorUsageError,
         WorkerDiedError,
+        ExecutionTimeoutError,
         InternalServerError,
     )
 }
@@ -223,6 +253,7 @@ _BY_HTTP_STATUS: dict[int, type[InferenceError]] = {
     500: ModelExecutionError,
     501: UnsupportedError,
     503: UnavailableError,
+    504: ExecutionTimeoutError,
 }
 
 

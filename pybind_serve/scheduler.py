@@ -228,14 +228,22 @@ class Scheduler:
         if self._error is not None:
             return
         self._error = error
+        self.fail_queued(error)
+
+    def fail_queued(self, error: Exception) -> int:
+        """Fail the requests queued now with ``error`` (e.g. no worker is left to run them); later ones queue as
+        usual. Returns how many failed."""
+        failed = 0
         for level in self._levels:
             for pending in list(level.live()):
                 self._leave(pending)
                 if not pending.future.done():
                     pending.future.set_exception(error)
+                    failed += 1
             level.queue.clear()
             level.delayed.clear()
         self._notify(False)
+        return failed
 
     # --- forming batches -------------------------------------------------------------------------------
 

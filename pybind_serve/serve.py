@@ -7,6 +7,7 @@ import enum
 import errno
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -60,8 +61,15 @@ class Serve:
 
     ``http_port`` / ``grpc_port`` / ``metrics_port`` default to Triton's 8000 / 8001 / 8002; 0 picks a free
     port (see `http_url`, `grpc_url`), None turns gRPC or metrics off. ``host`` is 127.0.0.1: pass
-    ``"0.0.0.0"`` to serve other machines (e.g. in a container). ``max_body_bytes`` limits an HTTP request
-    body, ``grpc_max_message_bytes`` a gRPC request or response message. ``system_shared_memory=True`` turns on
+    ``"0.0.0.0"`` to serve other machines (e.g. in a container).
+
+    Limits (all in docs/limits.md): ``max_body_bytes`` an HTTP request body (decompressed too),
+    ``grpc_max_message_bytes`` a gRPC request or response message; ``max_header_bytes`` an HTTP request's line and
+    headers (and a gRPC call's metadata), ``max_header_count`` its number of headers (HTTP 431 past either);
+    ``read_timeout_s`` how long a client may take to send a request's headers, and the longest pause in its body
+    (HTTP 408). ``drain_timeout_s``: on `stop` (or SIGTERM), how long requests in flight may take; those still open
+    then are answered 503 (gRPC UNAVAILABLE). Stopping takes at most that plus a few seconds, whatever the bound
+    functions do. ``system_shared_memory=True`` turns on
     the KServe system shared-memory extension: clients on this host register /dev/shm regions and pass
     tensors through them instead of the request (``tritonclient.utils.shared_memory``, ``perf_analyzer
     --shared-memory=system``, ``ModelClient(..., shared_memory=True)``). It is off by default, as any local
@@ -90,6 +98,9 @@ class Serve:
         metrics_port: int | None = 8002,
         max_body_bytes: int = 512 << 20,
         grpc_max_message_bytes: int = GRPC_MAX_MESSAGE_BYTES,
+        max_header_bytes: int = 64 << 10,
+        max_header_count: int = 100,
+        read_timeout_s: float = 30.0,
         drain_timeout_s: float = 30.0,
         startup_timeout_s: float = 30.0,
         log_level: str = "warning",
@@ -97,10 +108,19 @@ class Serve:
     ) -> None:
         ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
         problems = _port_problems(ports) + _size_problems(max_body_bytes, grpc_max_message_bytes)
+        problems += _limit_problems(
+            max_header_bytes=max_header_bytes,
+            max_header_count=max_header_count,
+            read_timeout_s=read_timeout_s,
+            drain_timeout_s=drain_timeout_s,
+            startup_timeout_s=startup_timeout_s,
+        )
         if problems:
             raise ConfigurationError.collect("Serve", problems)
         self.host, self._ports = host, ports
         self.max_body_bytes, self.grpc_max_message_bytes = max_body_bytes, grpc_max_message_bytes
+        self.max_header_bytes, self.max_header_count = max_header_bytes, max_header_count
+        self.read_timeout_s = read_timeout_s
         self.drain_timeout_s, self.startup_timeout_s = drain_timeout_s, startup_timeout_s
         self.log_level = log_level
         self.system_shared_memory = bool(system_shared_memory)
@@ -292,6 +312,9 @@ class Serve:
             "drain_timeout_s": self.drain_timeout_s,
             "log_level": self.log_level,
             "system_shared_memory": self.system_shared_memory,
+            "max_header_bytes": self.max_header_bytes,
+            "max_header_count": self.max_header_count,
+            "read_timeout_s": self.read_timeout_s,
         }
         fds = [s.fileno() for s in sockets.values()] + [self._lifeline[0]]
         command = [sys.executable, "-m", "pybind_serve.front.process", json.dumps(options)]
@@ -415,6 +438,17 @@ def _size_problems(max_body_bytes: int, grpc_max_message_bytes: int) -> list[str
         problems.append(
             f"grpc_max_message_bytes must be an int in 1..{GRPC_MESSAGE_LIMIT}, got {grpc_max_message_bytes!r}"
         )
+    return problems
+
+
+def _limit_problems(**limits: float) -> list[str]:
+    problems = []
+    for name, value in limits.items():
+        if name.endswith("_s"):
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf):
+                problems.append(f"{name} must be a number of seconds > 0, got {value!r}")
+        elif type(value) is not int or value < 1:
+            problems.append(f"{name} must be a positive int, got {value!r}")
     return problems
 
 

@@ -3,36 +3,51 @@
 A model bound with ``instances=None`` runs in a thread of the process that called ``bind``; with
 ``instances=N`` it runs in N worker processes forked from it (so each has its own copy of the function, and
 nothing is pickled). A worker process that dies is reported to the front (its batch in flight fails) and
-started again. Worker processes stop when asked (SIGTERM) and when the owner dies (their lifeline closes).
+started again: at once the first time, then after a delay that doubles while it keeps dying soon after its
+start (`Backoff`), so a function that crashes its process at every start does not restart in a tight loop.
+
+Worker processes stop when asked (SIGTERM, then SIGKILL after `STOP_GRACE_S`), and die with the owner however
+it dies: each is forked by the supervisor's own thread, which lives as long as the owner's `Serve`, and asks
+the kernel for SIGKILL when its parent goes (``PR_SET_PDEATHSIG``), so a worker stuck in user code does not
+outlive a killed owner. A worker thread stuck in user code cannot be stopped: it is left behind (a daemon
+thread, with its own ZeroMQ context, so that nothing else waits for it).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import itertools
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import queue
 import signal
-import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import zmq
 
 from .protocol.messages import ModelSpec
 from .transport.channel import WorkerChannel
 from .transport.shm import Arena, remove_segments_of, segment_prefix
-from .worker import ModelFunction, Worker
+from .worker import ModelFunction, Terminated, Worker
 
-__all__ = ["Supervisor", "WorkerGroup"]
+__all__ = ["STOP_GRACE_S", "Backoff", "Supervisor", "WorkerGroup"]
 
 log = logging.getLogger("pybind_serve")
 
+T = TypeVar("T")
 Notify = Callable[[str, str], None]  # (worker identity, why) -> tell the front
+
+STOP_GRACE_S = 3.0  # how long stopping workers may take in all before the rest are killed or left behind
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -45,22 +60,43 @@ class _Site:
     lifeline_write_fd: int
 
 
-def _run_worker(
-    site: _Site, spec: ModelSpec, fn: ModelFunction, identity: str, tag: str, stop_fd: int, context: Any
-) -> None:
-    channel = WorkerChannel(context, site.endpoint, identity, stop_fd)
-    Worker(spec, fn, channel, Arena(site.owner, tag)).serve(segment_prefix(site.owner, tag))
-
-
-def _process_main(site: _Site, spec: ModelSpec, fn: ModelFunction, identity: str, tag: str) -> None:
-    os.close(site.lifeline_write_fd)  # else our own copy would keep the lifeline open after the owner died
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the owner, which stops us in order
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+def _run_thread_worker(site: _Site, spec: ModelSpec, fn: ModelFunction, identity: str, tag: str, stop_fd: int) -> None:
+    # A context of its own: if the function never returns, the owner's context can still be terminated.
     context: zmq.Context[Any] = zmq.Context()
     try:
-        _run_worker(site, spec, fn, identity, tag, site.lifeline_fd, context)
+        channel = WorkerChannel(context, site.endpoint, identity, stop_fd)
+        Worker(spec, fn, channel, Arena(site.owner, tag)).serve(segment_prefix(site.owner, tag))
     finally:
+        os.close(stop_fd)
         context.term()
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGKILL this process when the thread that forked it ends (Linux); exit at once if the
+    parent is already gone."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _raise_terminated(*_: Any) -> None:
+    raise Terminated
+
+
+def _process_main(site: _Site, spec: ModelSpec, fn: ModelFunction, identity: str, tag: str, parent: int) -> None:
+    _die_with_parent(parent)
+    os.close(site.lifeline_write_fd)  # else our own copy would keep the lifeline open after the owner died
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the owner, which stops us in order
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    context: zmq.Context[Any] = zmq.Context()
+    try:
+        channel = WorkerChannel(context, site.endpoint, identity, site.lifeline_fd)
+        Worker(spec, fn, channel, Arena(site.owner, tag), pid=os.getpid()).serve(segment_prefix(site.owner, tag))
+    except Terminated:
+        pass
+    finally:
+        context.destroy(linger=0)
 
 
 @dataclass(eq=False)
@@ -68,13 +104,12 @@ class _Thread:
     identity: str
     thread: threading.Thread
     stop_write_fd: int
-    stop_read_fd: int
 
-    def stop(self, timeout_s: float) -> None:
-        os.write(self.stop_write_fd, b"x")
-        self.thread.join(timeout_s)
-        os.close(self.stop_write_fd)
-        os.close(self.stop_read_fd)
+    def signal_stop(self) -> None:
+        """Close the stop pipe: the worker sees its end readable at its next receive, and stops."""
+        if self.stop_write_fd >= 0:
+            os.close(self.stop_write_fd)
+            self.stop_write_fd = -1
 
 
 @dataclass(eq=False)
@@ -82,6 +117,28 @@ class _Process:
     identity: str
     tag: str
     process: multiprocessing.process.BaseProcess
+    started: float = field(default_factory=time.monotonic)
+
+
+class Backoff:
+    """When to start a worker process again after it died: at once, unless the previous ones kept dying within
+    ``healthy_s`` of their start; then after ``first_s``, doubling up to ``max_s``.
+
+    >>> b = Backoff(first_s=0.5, max_s=4.0, healthy_s=10.0)
+    >>> [b.died(lived_s=1.0) for _ in range(6)]
+    [0.0, 0.5, 1.0, 2.0, 4.0, 4.0]
+    >>> b.died(lived_s=60.0)
+    0.0
+    """
+
+    def __init__(self, first_s: float = 0.5, max_s: float = 30.0, healthy_s: float = 10.0) -> None:
+        self.first_s, self.max_s, self.healthy_s = first_s, max_s, healthy_s
+        self.failures = 0  # deaths in a row, each within healthy_s of its start
+
+    def died(self, lived_s: float) -> float:
+        """A worker died after ``lived_s`` seconds: the delay before its replacement starts."""
+        self.failures = self.failures + 1 if lived_s < self.healthy_s else 1
+        return 0.0 if self.failures == 1 else min(self.first_s * 2 ** (self.failures - 2), self.max_s)
 
 
 @dataclass(eq=False)
@@ -92,10 +149,12 @@ class WorkerGroup:
     fn: ModelFunction
     threads: list[_Thread] = field(default_factory=list)
     processes: list[_Process] = field(default_factory=list)
+    backoff: Backoff = field(default_factory=Backoff)
+    restarts_due: list[float] = field(default_factory=list)  # monotonic times of the replacements to start
 
 
 class Supervisor:
-    """Every worker of one `Serve`; a monitor thread restarts worker processes that die."""
+    """Every worker of one `Serve`; its thread forks every worker process and restarts those that die."""
 
     def __init__(self, site: _Site, context: zmq.Context[Any], notify: Notify) -> None:
         self._site, self._context, self._notify = site, context, notify
@@ -103,6 +162,7 @@ class Supervisor:
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
         self._stopping = False
+        self._tasks: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
         self._wake_read, self._wake_write = os.pipe()
         self._monitor = threading.Thread(target=self._watch, name="pybind_serve-monitor", daemon=True)
         self._monitor.start()
@@ -118,9 +178,11 @@ class Supervisor:
         with self._lock:
             if spec.config.instances is None:
                 group.threads.append(self._start_thread(spec, fn))
-            else:
-                group.processes.extend(self._start_process(spec, fn) for _ in range(spec.config.instances))
             self._groups[(spec.name, spec.version)] = group
+        if spec.config.instances is not None:
+            started = self._on_monitor(lambda: [self._start_process(group) for _ in range(spec.config.instances or 0)])
+            with self._lock:
+                group.processes.extend(started)
         self._wake()
         return group
 
@@ -134,50 +196,47 @@ class Supervisor:
     def _start_thread(self, spec: ModelSpec, fn: ModelFunction) -> _Thread:
         identity, tag = self._identity(spec)
         read_fd, write_fd = os.pipe()
-        args = (self._site, spec, fn, identity, tag, read_fd, self._context)
-        thread = threading.Thread(target=_run_worker, args=args, name=f"pybind_serve-{identity}", daemon=True)
+        args = (self._site, spec, fn, identity, tag, read_fd)
+        thread = threading.Thread(target=_run_thread_worker, args=args, name=f"pybind_serve-{identity}", daemon=True)
         thread.start()
-        return _Thread(identity, thread, write_fd, read_fd)
+        return _Thread(identity, thread, write_fd)
 
-    def _start_process(self, spec: ModelSpec, fn: ModelFunction) -> _Process:
-        identity, tag = self._identity(spec)
+    def _start_process(self, group: WorkerGroup) -> _Process:
+        """Fork a worker process; only ever on the monitor thread, which outlives every worker (the kernel
+        kills a worker when the thread that forked it ends)."""
+        identity, tag = self._identity(group.spec)
         context = multiprocessing.get_context("fork")
-        process = context.Process(
-            target=_process_main, args=(self._site, spec, fn, identity, tag), name=identity, daemon=True
-        )
+        args = (self._site, group.spec, group.fn, identity, tag, os.getpid())
+        process = context.Process(target=_process_main, args=args, name=identity, daemon=True)
         with warnings.catch_warnings():
             # Python 3.12+ warns about fork in a threaded process; the child only starts fresh sockets of its own.
             warnings.simplefilter("ignore", DeprecationWarning)
             process.start()
         return _Process(identity, tag, process)
 
-    def stop_group(self, name: str, version: int, timeout_s: float = 10.0) -> None:
+    def _on_monitor(self, task: Callable[[], T]) -> T:
+        """Run ``task`` on the monitor thread and return its result."""
+        if threading.current_thread() is self._monitor:
+            return task()
+        future: Future[T] = Future()
+        self._tasks.put((task, future))
+        self._wake()
+        return future.result()
+
+    def stop_group(self, name: str, version: int, timeout_s: float = STOP_GRACE_S) -> None:
         with self._lock:
             group = self._groups.pop((name, version), None)
         if group is not None:
-            self._stop(group, timeout_s)
+            _stop([group], self._site.owner, timeout_s)
             self._wake()
 
-    def _stop(self, group: WorkerGroup, timeout_s: float) -> None:
-        for worker in group.threads:
-            worker.stop(timeout_s)
-        for proc in group.processes:
-            proc.process.terminate()
-        for proc in group.processes:
-            proc.process.join(timeout_s)
-            if proc.process.is_alive():
-                proc.process.kill()
-                proc.process.join()
-            remove_segments_of(self._site.owner, proc.tag)
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Stop every worker and the monitor; idempotent."""
+    def close(self, timeout_s: float = STOP_GRACE_S) -> None:
+        """Stop every worker and the monitor, within about ``timeout_s``; idempotent."""
         with self._lock:
             self._stopping = True
             groups = list(self._groups.values())
             self._groups.clear()
-        for group in groups:
-            self._stop(group, timeout_s)
+        _stop(groups, self._site.owner, timeout_s)
         self._wake()
         self._monitor.join(timeout_s)
         for fd in (self._wake_read, self._wake_write):
@@ -190,25 +249,84 @@ class Supervisor:
         while True:
             with self._lock:
                 if self._stopping:
-                    return
+                    break
                 sentinels = {p.process.sentinel: (g, p) for g in self._groups.values() for p in g.processes}
-            ready = multiprocessing.connection.wait([self._wake_read, *sentinels])
+                due = [t for g in self._groups.values() for t in g.restarts_due]
+            timeout = max(min(due) - time.monotonic(), 0.0) if due else None
+            ready = multiprocessing.connection.wait([self._wake_read, *sentinels], timeout)
             if self._wake_read in ready:
                 os.read(self._wake_read, 4096)
+            self._run_tasks()
             for sentinel in ready:
                 if sentinel in sentinels:
-                    self._restart(*sentinels[sentinel])
+                    self._reap(*sentinels[sentinel])
+            self._start_due()
+        self._run_tasks()  # never leave a caller of _on_monitor waiting
 
-    def _restart(self, group: WorkerGroup, dead: _Process) -> None:
+    def _run_tasks(self) -> None:
+        while True:
+            try:
+                task, future = self._tasks.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                future.set_result(task())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def _reap(self, group: WorkerGroup, dead: _Process) -> None:
+        """A worker process ended: unless it was stopped on purpose, schedule its replacement and tell the front."""
         with self._lock:
             current = self._groups.get((group.spec.name, group.spec.version))
             if self._stopping or current is not group or dead not in group.processes:
                 return  # stopped on purpose
             dead.process.join()
-            code = dead.process.exitcode
-            why = f"process (pid {dead.process.pid}) died with exit code {code}"
-            log.error("%s: worker %s; starting a new one", group.spec.label, why)
-            remove_segments_of(self._site.owner, dead.tag)
             group.processes.remove(dead)
-            group.processes.append(self._start_process(group.spec, group.fn))
+            remove_segments_of(self._site.owner, dead.tag)
+            delay = group.backoff.died(time.monotonic() - dead.started)
+            group.restarts_due.append(time.monotonic() + delay)
+        why = f"process (pid {dead.process.pid}) {_exit_description(dead.process.exitcode)}"
+        if delay:
+            why += f"; it keeps dying ({group.backoff.failures} times in a row), next start in {delay:g} s"
+        log.error("%s: worker %s; starting a new one", group.spec.label, why)
         self._notify(dead.identity, why)
+
+    def _start_due(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for group in self._groups.values():
+                due = [t for t in group.restarts_due if t <= now]
+                for t in due:
+                    group.restarts_due.remove(t)
+                    group.processes.append(self._start_process(group))
+
+
+def _exit_description(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"died with exit code {code}"
+
+
+def _stop(groups: list[WorkerGroup], owner: str, timeout_s: float) -> None:
+    """Stop these groups' workers within about ``timeout_s`` in all: threads are asked and awaited (one stuck
+    in user code is left behind), processes get SIGTERM, then SIGKILL."""
+    deadline = time.monotonic() + timeout_s
+    threads = [t for g in groups for t in g.threads]
+    processes = [p for g in groups for p in g.processes]
+    for worker in threads:
+        worker.signal_stop()
+    for proc in processes:
+        proc.process.terminate()
+    for worker in threads:
+        worker.thread.join(max(deadline - time.monotonic(), 0.0))
+        if worker.thread.is_alive():
+            log.warning("worker %s is still in the model's function; leaving it behind", worker.identity)
+    for proc in processes:
+        proc.process.join(max(deadline - time.monotonic(), 0.0))
+        if proc.process.is_alive():
+            proc.process.kill()
+            proc.process.join()
+        remove_segments_of(owner, proc.tag)

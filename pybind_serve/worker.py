@@ -6,9 +6,13 @@ builds one `Request` per client request, calls the function, checks what it retu
 into its own arena and answers with a descriptor. The front sends ``free`` once it has encoded the
 responses, and the output blocks are reused.
 
-A failing function answers every request of its batch with the error (the client sees it), and is logged by
-a `FailureLog` that never floods: in a notebook the log lands in a cell, so a burst of failures must not
-print a traceback per batch.
+A failing function answers every request of its batch with the error (the client sees it), whatever it raised
+(``sys.exit()`` and ``KeyboardInterrupt`` included: they end the call, not the worker), and is logged by a
+`FailureLog` that never floods: in a notebook the log lands in a cell, so a burst of failures must not print
+a traceback per batch. Only `Terminated` (raised by a worker process's SIGTERM handler) stops the worker.
+
+Shared memory follows the load: once the worker has had no frame for `IDLE_RELEASE_S`, it gives back the
+segments a burst made it grow (`Arena.release_idle`, `SegmentMap.release_idle`) and the C heap's free pages.
 """
 
 from __future__ import annotations
@@ -25,15 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InferenceError, ModelExecutionError, OutputValidationError
+from .errors import MAX_MESSAGE_CHARS, InferenceError, ModelExecutionError, OutputValidationError, client_message
 from .protocol.messages import ModelSpec
 from .request import STREAM_END, Request
 from .tensor import Tensor
 from .transport.channel import Empty, WorkerChannel
 from .transport.frames import read_group, write_group
-from .transport.shm import Arena, Block, SegmentMap
+from .transport.shm import IDLE_RELEASE_S, Arena, Block, SegmentMap, trim_heap
 
-__all__ = ["FailureLog", "Worker"]
+__all__ = ["FailureLog", "Terminated", "Worker"]
 
 log = logging.getLogger("pybind_serve.worker")
 
@@ -42,22 +46,31 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 ModelFunction = Callable[[list[Request]], Any]
 
 
-class Worker:
-    """Serves batches of one model version until its channel says stop."""
+class Terminated(BaseException):
+    """Raised by a worker process's SIGTERM handler: the owner stops the worker (it is never a batch's error)."""
 
-    def __init__(self, spec: ModelSpec, fn: ModelFunction, channel: WorkerChannel, arena: Arena) -> None:
-        self.spec, self.fn, self.channel, self.arena = spec, fn, channel, arena
+
+class Worker:
+    """Serves batches of one model version until its channel says stop.
+
+    ``pid`` is the worker's own process id when it runs in a process of its own (the front may kill it when
+    it overruns ``execution_timeout_s``), None when it is a thread of the binding process.
+    """
+
+    def __init__(
+        self, spec: ModelSpec, fn: ModelFunction, channel: WorkerChannel, arena: Arena, pid: int | None = None
+    ) -> None:
+        self.spec, self.fn, self.channel, self.arena, self.pid = spec, fn, channel, arena, pid
         self.segments = SegmentMap()
         self.failures = FailureLog(spec.label)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def serve(self, segment_prefix: str) -> None:
         """Announce the worker to the front, then answer frames until stopped. Closes everything it opened."""
+        hello = {"op": "hello", "model": self.spec.name, "version": self.spec.version, "segments": segment_prefix}
         try:
-            self.channel.send(
-                {"op": "hello", "model": self.spec.name, "version": self.spec.version, "segments": segment_prefix}
-            )
-            while (frame := self.channel.receive()) is not None:
+            self.channel.send({**hello, "pid": self.pid})
+            while (frame := self._next_frame()) is not None:
                 if frame["op"] == "batch" and self.spec.config.decoupled:
                     self.stream(frame)
                 elif frame["op"] == "batch":
@@ -69,6 +82,23 @@ class Worker:
             pass
         finally:
             self.close()
+
+    def _next_frame(self) -> dict[str, Any] | None:
+        """The next frame (None: stop); while none comes, idle shared memory is given back once."""
+        holding = True
+        while True:
+            try:
+                return self.channel.receive(int(IDLE_RELEASE_S * 1000) if holding else None)
+            except Empty:
+                holding = self.release_idle(time.monotonic())
+
+    def release_idle(self, now: float) -> bool:
+        """Give back shared memory unused for `IDLE_RELEASE_S`, and free heap pages; whether more is held that
+        a later call could give back."""
+        released = self.arena.release_idle(now, IDLE_RELEASE_S) + self.segments.release_idle(now, IDLE_RELEASE_S)
+        if released:
+            trim_heap()
+        return self.arena.segment_count > 1 or len(self.segments) > 0
 
     def _free(self, frame: dict[str, Any]) -> None:
         for segment, offset, nbytes in frame["blocks"]:
@@ -82,7 +112,9 @@ class Worker:
             responses = self._call(requests)
             outputs = self._collect(responses, requests)
             descriptors = {name: write_group(self.arena, arrays) for name, arrays in outputs.items()}
-        except Exception as exc:
+        except Terminated:
+            raise
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt too: they end this call, not the worker
             return self._error_frame(frame["id"], exc)
         compute_us = int((time.perf_counter() - started) * 1e6)
         return {"op": "result", "id": frame["id"], "outputs": descriptors, "compute_us": compute_us}
@@ -108,9 +140,9 @@ class Worker:
                     open_ -= self._cancelled(batch_id)
                     if not open_:
                         break
-        except _Stopping:
+        except (_Stopping, Terminated):
             raise
-        except Exception as exc:
+        except BaseException as exc:
             self.channel.send(self._error_frame(batch_id, exc))
             return
         compute_us = int((time.perf_counter() - started) * 1e6)
@@ -223,15 +255,14 @@ class Worker:
             _check_shape(label, tensor, array, _rows(request) if self.spec.config.batching else None)
         return array
 
-    def _error_frame(self, batch_id: int, exc: Exception) -> dict[str, Any]:
-        label = self.spec.label
+    def _error_frame(self, batch_id: int, exc: BaseException) -> dict[str, Any]:
+        label, text = self.spec.label, client_message(exc)
         if isinstance(exc, InferenceError):
-            kind, message = type(exc).__name__, str(exc) if label in str(exc) else f"{label}: {exc}"
+            kind, message = type(exc).__name__, text if label in text else f"{label}: {text}"
         else:
-            kind, message = ModelExecutionError.__name__, f"{label}: {type(exc).__name__}: {exc}"
-        text = traceback.format_exc()
+            kind, message = ModelExecutionError.__name__, f"{label}: {type(exc).__name__}{': ' if text else ''}{text}"
         self.failures.record(exc, time.monotonic())
-        return {"op": "error", "id": batch_id, "type": kind, "message": message, "traceback": text}
+        return {"op": "error", "id": batch_id, "type": kind, "message": message, "traceback": user_traceback(exc)}
 
     def close(self) -> None:
         self.channel.close()
@@ -275,12 +306,13 @@ class FailureLog:
 
 
 def user_traceback(exc: BaseException) -> str:
-    """The traceback of ``exc`` without pybind_serve's own frames, unless those are all there is."""
+    """The traceback of ``exc`` without pybind_serve's own frames, unless those are all there is; a long
+    message is cut (`client_message`)."""
     error = traceback.TracebackException.from_exception(exc)
     theirs = [frame for frame in error.stack if not frame.filename.startswith(_PACKAGE_DIR)]
     if theirs:
         error.stack = traceback.StackSummary.from_list(theirs)
-    return "".join(error.format()).rstrip("\n")
+    return client_message("".join(error.format()).rstrip("\n"), 4 * MAX_MESSAGE_CHARS)
 
 
 async def _awaited(awaitable: Any) -> Any:

@@ -11,13 +11,20 @@ A decoupled (streaming) model answers a batch with any number of partial answers
 partial response is encoded and handed to its request's `Job.emit`, and a request's future resolves (to
 None) when its stream ends. A request whose future is cancelled meanwhile (its client went away) is
 cancelled in the worker too, which stops the function once no request of the batch is left.
+
+With ``execution_timeout_s``, a batch whose answer (for a decoupled model: whose next answer) does not come in
+time fails with `ExecutionTimeoutError`. A worker process is then killed (its supervisor starts a new one); a
+worker thread of the binding process cannot be, so it stops counting as ready until its late answer comes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
+import os
+import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,12 +33,19 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InferenceError, InternalServerError, WorkerDiedError, from_wire
+from ..errors import (
+    ExecutionTimeoutError,
+    InferenceError,
+    InternalServerError,
+    UnavailableError,
+    WorkerDiedError,
+    from_wire,
+)
 from ..metrics import Metrics, ModelStats
 from ..protocol.messages import InferRequest
 from ..scheduler import Pending
 from ..transport.frames import block_of, read_group, write_group
-from ..transport.shm import Arena, SegmentMap
+from ..transport.shm import IDLE_RELEASE_S, Arena, SegmentMap
 from .models import ModelEntry
 
 __all__ = ["Dispatcher", "Job"]
@@ -39,6 +53,7 @@ __all__ = ["Dispatcher", "Job"]
 log = logging.getLogger("pybind_serve.front")
 
 Send = Callable[[bytes, dict[str, Any]], None]
+_TIMED_OUT: dict[str, Any] = {"op": "timed out"}  # what a flight's answers get when execution_timeout_s passes
 
 
 @dataclass(eq=False, slots=True)
@@ -71,6 +86,7 @@ class _Worker:
     identity: bytes
     entry: ModelEntry
     segments: str
+    pid: int | None  # the worker's own process, which may be killed; None: a thread of the binding process
     task: asyncio.Task[None] | None = None
     inflight: set[int] = field(default_factory=set)  # its batches sent and not yet answered: two at most
 
@@ -82,13 +98,23 @@ class Dispatcher:
         self._arena, self._send, self._metrics = arena, send, metrics
         self._segments = SegmentMap()
         self._workers: dict[bytes, _Worker] = {}
-        self._inflight: dict[int, asyncio.Queue[dict[str, Any]]] = {}  # batch id -> the worker's answers
+        self._inflight: dict[int, _Flight] = {}  # by batch id
         self._ids = itertools.count(1)
+        self._sent = 0
 
-    def register(self, identity: bytes, entry: ModelEntry, segments: str) -> None:
+    @property
+    def busy(self) -> bool:
+        """Whether any batch is out to a worker."""
+        return bool(self._inflight)
+
+    @property
+    def batches_sent(self) -> int:
+        return self._sent
+
+    def register(self, identity: bytes, entry: ModelEntry, segments: str, pid: int | None = None) -> None:
         """A worker said hello: start feeding it batches of its model."""
-        self.remove(identity, "replaced by a new worker of the same identity")
-        worker = _Worker(identity, entry, segments)
+        self.remove(identity, "was replaced by a new worker of the same identity")
+        worker = _Worker(identity, entry, segments, pid)
         worker.task = asyncio.get_running_loop().create_task(self._drive(worker))
         self._workers[identity] = worker
         entry.add_worker(identity.decode())
@@ -98,15 +124,27 @@ class Dispatcher:
         worker = self._workers.pop(identity, None)
         if worker is None:
             return
-        worker.entry.remove_worker(identity.decode())
+        worker.entry.remove_worker(identity.decode(), f"its worker {why}")
         for batch_id in worker.inflight:
-            answers = self._inflight.get(batch_id)
-            if answers is not None:
+            flight = self._inflight.get(batch_id)
+            if flight is not None:
                 message = f"{worker.entry.spec.label}: the worker {why}; the batch was lost"
-                answers.put_nowait({"op": "error", "type": WorkerDiedError.__name__, "message": message})
+                flight.answers.put_nowait({"op": "error", "type": WorkerDiedError.__name__, "message": message})
         if not worker.inflight and worker.task is not None:
             worker.task.cancel()
         self._segments.forget(worker.segments)
+
+    def fail_all(self, error: UnavailableError) -> None:
+        """Answer every request of every batch out to a worker with ``error`` (the server stops before they
+        were answered); the batches' late answers are dropped."""
+        for flight in self._inflight.values():
+            _fail(flight.live, error)
+
+    def release_idle(self, now: float) -> int:
+        """Give back the shared memory (the front's arena, and the workers' segments it maps) that no batch used
+        in the last `IDLE_RELEASE_S`; how many segments were let go."""
+        released = self._arena.release_idle(now, IDLE_RELEASE_S) + self._segments.release_idle(now, IDLE_RELEASE_S)
+        return len(released)
 
     async def retire(self, entry: ModelEntry, timeout_s: float) -> None:
         """Let the workers of an unloaded model finish their batch in flight, then forget them."""
@@ -119,9 +157,9 @@ class Dispatcher:
 
     def answer(self, frame: dict[str, Any]) -> None:
         """A worker's result, partial, done or error frame arrived."""
-        answers = self._inflight.get(frame["id"])
-        if answers is not None:
-            answers.put_nowait(frame)
+        flight = self._inflight.get(frame["id"])
+        if flight is not None:
+            flight.answers.put_nowait(frame)
 
     async def _drive(self, worker: _Worker) -> None:
         scheduler = worker.entry.scheduler
@@ -148,7 +186,8 @@ class Dispatcher:
         for pending in live:
             stats.queue_us += int((started - pending.enqueued) * 1e6)
         flight = _Flight(next(self._ids), live, asyncio.Queue(), stats)
-        self._inflight[flight.batch_id] = flight.answers
+        self._inflight[flight.batch_id] = flight
+        self._sent += 1
         worker.inflight.add(flight.batch_id)
         try:
             flight.inputs = self._write_inputs(live)
@@ -166,11 +205,12 @@ class Dispatcher:
         following = None
         try:
             if worker.entry.spec.config.decoupled:
-                await self._stream(worker, flight.batch_id, flight.live, flight.answers, flight.stats)
+                await self._stream(worker, flight)
             else:
-                reply = await flight.answers.get()
-                following = self._launch_ready(worker)  # the worker is free: keep it busy while we answer
-                self._deliver(worker, flight.live, reply, flight.stats)
+                reply = await self._next_answer(worker, flight)
+                if reply is not _TIMED_OUT:
+                    following = self._launch_ready(worker)  # the worker is free: keep it busy while we answer
+                    self._deliver(worker, flight.live, reply, flight.stats)
         except Exception as exc:
             self._failed(worker, flight, exc)
         except BaseException:  # cancelled: forget the batch, free its inputs
@@ -213,29 +253,77 @@ class Dispatcher:
         self._hand_out(worker, reply["outputs"], live, _respond)
         stats.output_us += int((time.monotonic() - started) * 1e6) * len(live)
 
-    async def _stream(
-        self,
-        worker: _Worker,
-        batch_id: int,
-        live: list[Pending],
-        answers: asyncio.Queue[dict[str, Any]],
-        stats: ModelStats,
-    ) -> None:
+    async def _next_answer(self, worker: _Worker, flight: _Flight) -> dict[str, Any]:
+        """The worker's next answer to a batch, or `_TIMED_OUT` once ``execution_timeout_s`` passed first (then
+        the batch's requests have failed, and the worker was dealt with: see `_overran`)."""
+        timeout_s = worker.entry.spec.config.execution_timeout_s
+        if timeout_s is None:
+            return await flight.answers.get()
+        timer = asyncio.get_running_loop().call_later(timeout_s, flight.answers.put_nowait, _TIMED_OUT)
+        try:
+            reply = await flight.answers.get()
+        finally:
+            timer.cancel()
+        if reply is _TIMED_OUT:
+            await self._overran(worker, flight, timeout_s)
+        return reply
+
+    async def _overran(self, worker: _Worker, flight: _Flight, timeout_s: float) -> None:
+        """A batch passed ``execution_timeout_s``: fail its requests; kill a worker process (its supervisor
+        starts another), or, for a worker thread, take it out of the ready ones until its late answer comes."""
+        label, limit = worker.entry.spec.label, f"execution_timeout_s={timeout_s:g} s"
+        error = f"{label}: the function did not answer within {limit}"
+        if worker.pid is not None:
+            _fail(flight.live, ExecutionTimeoutError(f"{error}; its worker process was killed and is replaced"))
+            log.error("%s; killing its worker process (pid %d)", error, worker.pid)
+            if self._workers.get(worker.identity) is worker:
+                self.remove(worker.identity, f"process (pid {worker.pid}) was killed: it passed {limit}")
+                _kill(worker.pid)
+            return
+        _fail(flight.live, ExecutionTimeoutError(f"{error}; the model is not ready until the function returns"))
+        log.error("%s; it runs in the binding process, which cannot stop it: not ready until it returns", error)
+        identity = worker.identity.decode()
+        worker.entry.remove_worker(identity, f"its function is still running a batch that passed {limit}")
+        if worker.entry.spec.config.decoupled:  # its function is closed at its next step
+            for index in range(len(flight.live)):
+                self._cancel_in_worker(worker, flight.batch_id, index)
+        while (late := await flight.answers.get())["op"] == "partial":
+            self._release(worker, late)
+        self._release(worker, late)
+        if self._workers.get(worker.identity) is worker:
+            log.warning("%s: the function returned after overrunning execution_timeout_s; ready again", label)
+            worker.entry.add_worker(identity)
+
+    def _release(self, worker: _Worker, reply: dict[str, Any]) -> None:
+        """Let the worker reuse the output blocks of an answer nobody waits for any more."""
+        blocks = [list(desc["block"]) for desc in reply.get("outputs", {}).values()]
+        if blocks and self._workers.get(worker.identity) is worker:
+            self._send(worker.identity, {"op": "free", "blocks": blocks})
+
+    async def _stream(self, worker: _Worker, flight: _Flight) -> None:
         """Hand a decoupled model's partial answers to their requests until the batch is done or failed."""
+        live = flight.live
         for index, pending in enumerate(live):
-            pending.future.add_done_callback(partial(self._cancel_in_worker, worker, batch_id, index))
-        while (reply := await answers.get())["op"] == "partial":
+            pending.future.add_done_callback(partial(self._cancel_in_worker, worker, flight.batch_id, index))
+        while (reply := await self._next_answer(worker, flight))["op"] == "partial":
             self._hand_out(worker, reply["outputs"], [live[i] for i in reply["index"]], _emit)
             _end(live[i] for i in reply["ended"])
-        if reply["op"] == "error":
-            self._deliver(worker, live, reply, stats)
+        if reply is _TIMED_OUT:
             return
-        stats.batch(sum(p.rows for p in live))
-        stats.infer_us += reply["compute_us"] * len(live)
+        if reply["op"] == "error":
+            self._deliver(worker, live, reply, flight.stats)
+            return
+        flight.stats.batch(sum(p.rows for p in live))
+        flight.stats.infer_us += reply["compute_us"] * len(live)
         _end(live)
 
-    def _cancel_in_worker(self, worker: _Worker, batch_id: int, index: int, future: asyncio.Future[Any]) -> None:
-        if future.cancelled() and batch_id in worker.inflight and self._workers.get(worker.identity) is worker:
+    def _cancel_in_worker(
+        self, worker: _Worker, batch_id: int, index: int, future: asyncio.Future[Any] | None = None
+    ) -> None:
+        """Tell the worker that a request of a streaming batch needs no more responses (its client went away,
+        or ``future`` is None: the batch overran its execution timeout)."""
+        wanted = future is not None and not future.cancelled()
+        if not wanted and batch_id in worker.inflight and self._workers.get(worker.identity) is worker:
             self._send(worker.identity, {"op": "cancel", "id": batch_id, "index": index})
 
     def _hand_out(
@@ -289,6 +377,11 @@ def _end(streams: Iterable[Pending]) -> None:
     for pending in streams:
         if not pending.future.done():
             pending.future.set_result(None)
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it died by itself meanwhile
+        os.kill(pid, signal.SIGKILL)
 
 
 def _fail(live: list[Pending], error: InferenceError) -> None:

@@ -30,6 +30,7 @@ from ..errors import (
     ServeError,
     StartupError,
     UnsupportedError,
+    client_message,
 )
 from ..metrics import Metrics
 from ..protocol import grpc_codec, shared_memory
@@ -63,12 +64,21 @@ Decoded = grpc_codec.Received | InvalidInputError  # what the infer calls' deser
 Answer = bytes | pb.ModelStreamInferResponse  # what ModelStreamInfer sends
 
 
+# grpc core rejects calls that arrive faster than the application takes them: between 1,000 and 3,000 waiting
+# (its defaults) at random, above 3,000 all of them, and the client sees CANCELLED. grpc.aio takes one call at a
+# time, so a burst of a few thousand concurrent calls lost 3-8 % of them that way. A waiting call holds little
+# (its headers; its message stays within HTTP/2 flow control), so let many more wait: our own queues, with their
+# limits and timeouts, decide what is refused, and say why.
+MAX_WAITING_CALLS = 1 << 16
+
+
 @dataclass(frozen=True)
 class GrpcOptions:
     host: str
     port: int  # 0: any free port
     max_message_bytes: int  # for requests and responses alike
     server_version: str
+    max_metadata_bytes: int = 64 << 10
 
 
 def status_code(exc: BaseException) -> grpc.StatusCode:
@@ -95,6 +105,9 @@ async def start_server(
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 0),  # grpc's default would let a second server share the port unnoticed
+            ("grpc.server.max_pending_requests", MAX_WAITING_CALLS),
+            ("grpc.server.max_pending_requests_hard_limit", MAX_WAITING_CALLS),
+            ("grpc.max_metadata_size", options.max_metadata_bytes),
         ]
     )
     servicer = InferenceServicer(models, metrics, readiness, is_serving, options.server_version, regions)
@@ -169,10 +182,10 @@ def _answering_errors(method: Method) -> Method:
         try:
             return await method(self, request, context)
         except InferenceError as exc:
-            await context.abort(status_code(exc), str(exc))
+            await context.abort(status_code(exc), client_message(exc))
         except Exception as exc:
             log.exception("the gRPC call %s failed", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal server error: {exc!r}")
+            await context.abort(grpc.StatusCode.INTERNAL, client_message(f"internal server error: {exc!r}"))
 
     return cast(Method, answer)
 
@@ -284,7 +297,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         (``triton_final_response``), or an error. A decoupled model's responses are all marked not final, as
         its stream ends only after the last: an empty final response follows if the request asked for it."""
         if isinstance(received, InvalidInputError):
-            yield pb.ModelStreamInferResponse(error_message=str(received))
+            yield pb.ModelStreamInferResponse(error_message=client_message(received))
             return
         message = received.message
         try:
@@ -293,10 +306,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 async for response in responses:
                     yield grpc_codec.encode_stream_response(response)
         except InferenceError as exc:
-            error = str(exc)
+            error = client_message(exc)
         except Exception as exc:
             log.exception("a ModelStreamInfer request failed")
-            error = f"internal server error: {exc!r}"
+            error = client_message(f"internal server error: {exc!r}")
         else:
             if decoupled and grpc_codec.parameters_of(message.parameters).get(grpc_codec.EMPTY_FINAL_RESPONSE):
                 yield grpc_codec.final_stream_response(message)

@@ -18,14 +18,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from ..errors import InferenceError, InternalServerError, InvalidInputError, UnsupportedError
+from ..errors import InferenceError, InternalServerError, InvalidInputError, UnsupportedError, client_message
 from ..metrics import Metrics
 from ..protocol import documents, generate, rest, shared_memory
 from ..protocol.messages import InferRequest, ModelSpec
 from . import inference, statistics
 from .models import NO_REPOSITORY, Models
 from .regions import NO_CUDA, Regions, enabled
-from .rest_infer import InferRoute, read_body
+from .rest_infer import InferRoute, decode_body, read_body
 
 __all__ = ["HttpOptions", "create_app", "error_response"]
 
@@ -51,7 +51,7 @@ class HttpOptions:
 
 def error_response(exc: Exception) -> Response:
     status = exc.http_status if isinstance(exc, InferenceError) else 500
-    return Response(rest.encode_error(str(exc)), status_code=status, media_type=JSON)
+    return Response(rest.encode_error(client_message(exc)), status_code=status, media_type=JSON)
 
 
 def _json(document: Any) -> Response:
@@ -60,7 +60,7 @@ def _json(document: Any) -> Response:
 
 async def _json_body(request: Request, what: str) -> dict[str, Any]:
     body = await request.body()
-    document = json.loads(body) if body.strip() else {}
+    document = rest.load_json(body) if body.strip() else {}
     if not isinstance(document, dict):
         raise InvalidInputError(f"the body of {what} must be a JSON object, got {type(document).__name__}")
     return document
@@ -80,7 +80,7 @@ def create_app(
 
     async def parse_generate(request: Request, spec: ModelSpec) -> InferRequest:
         body = await read_body(request.receive, dict(request.scope["headers"]), options.max_body_bytes)
-        body = rest.decode_body(body, request.headers.get("content-encoding"), options.max_body_bytes)
+        body = await decode_body(body, request.headers.get("content-encoding"), options.max_body_bytes)
         return generate.parse_generate_request(body, spec)
 
     def generate_responses(request: Request) -> AsyncGenerator[bytes, None]:
@@ -125,7 +125,8 @@ def create_app(
 
     async def repository_index(request: Request) -> Response:
         body = await request.body()
-        only_ready = bool(json.loads(body).get("ready")) if body.strip() else False
+        document = rest.load_json(body) if body.strip() else {}
+        only_ready = bool(document.get("ready")) if isinstance(document, dict) else False
         return _json(documents.repository_index(models.index(only_ready)))
 
     async def repository_control(action: str, request: Request) -> Response:
@@ -205,7 +206,7 @@ async def _events(first: bytes | None, rest_: AsyncGenerator[bytes, None]) -> As
         async for response in rest_:
             yield generate.sse_event(response)
     except InferenceError as exc:
-        yield generate.sse_event(rest.encode_error(str(exc)))
+        yield generate.sse_event(rest.encode_error(client_message(exc)))
     finally:
         await rest_.aclose()
 
@@ -213,7 +214,7 @@ async def _events(first: bytes | None, rest_: AsyncGenerator[bytes, None]) -> As
 def _exception_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
     async def http_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return Response(rest.encode_error(exc.detail), status_code=exc.status_code, media_type=JSON)
+        return Response(rest.encode_error(client_message(exc.detail)), status_code=exc.status_code, media_type=JSON)
 
     async def known_error(_: Request, exc: Exception) -> Response:
         return error_response(exc)

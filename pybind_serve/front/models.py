@@ -18,13 +18,19 @@ NO_REPOSITORY = "pybind_serve has no model repository: models are loaded and unl
 
 @dataclass(eq=False)
 class ModelEntry:
-    """One loaded model version."""
+    """One loaded model version, ready while at least one worker can take its batches.
+
+    When the last such worker goes (it died, is restarting, or is stuck past ``execution_timeout_s``), the
+    requests still queued fail at once with `ModelNotReadyError` saying why, rather than wait for a worker
+    that may never come; new requests are refused the same way until a worker is back.
+    """
 
     spec: ModelSpec
     scheduler: Scheduler
     workers: set[str] = field(default_factory=set)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     on_change: Callable[[], None] = field(default=lambda: None, repr=False)  # readiness may have flipped
+    reason: str = "no worker has started yet"  # why it is not ready (kept while it is)
 
     @property
     def is_ready(self) -> bool:
@@ -35,11 +41,19 @@ class ModelEntry:
         self.ready.set()
         self.on_change()
 
-    def remove_worker(self, identity: str) -> None:
+    def remove_worker(self, identity: str, why: str) -> None:
+        """A worker can no longer take batches (``why`` says what happened to it)."""
+        if identity not in self.workers:
+            return
         self.workers.discard(identity)
         if not self.workers:
+            self.reason = why
             self.ready.clear()
+            self.scheduler.fail_queued(self.not_ready())
         self.on_change()
+
+    def not_ready(self) -> ModelNotReadyError:
+        return ModelNotReadyError(f"{self.spec.label} is not ready: {self.reason}")
 
 
 class Models:
@@ -89,7 +103,7 @@ class Models:
         """Like `find`, but `ModelNotReadyError` when no worker serves the version yet."""
         entry = self.find(name, version)
         if not entry.is_ready:
-            raise ModelNotReadyError(f"{entry.spec.label} is not ready: no worker serves it (starting or restarting)")
+            raise entry.not_ready()
         return entry
 
     def entries(self) -> list[ModelEntry]:
@@ -111,7 +125,7 @@ class Models:
     def index(self, only_ready: bool) -> list[tuple[str, int, str, str]]:
         """The repository index rows (name, version, state, reason) of `documents.repository_index`."""
         return [
-            (e.spec.name, e.spec.version, "READY" if e.is_ready else "UNAVAILABLE", "" if e.is_ready else "no worker")
+            (e.spec.name, e.spec.version, "READY" if e.is_ready else "UNAVAILABLE", "" if e.is_ready else e.reason)
             for e in self.entries()
             if e.is_ready or not only_ready
         ]

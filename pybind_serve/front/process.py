@@ -3,8 +3,12 @@
 It serves HTTP (and metrics) on listening sockets the owner bound and passed down, and gRPC on a port it
 binds itself (grpcio cannot adopt a socket; the port, or why it could not be had, goes back in the answer to
 the owner's first ``ping``). It batches requests, and talks to the workers and to the owner over one ZeroMQ
-ROUTER. It stops on SIGTERM (draining requests in flight) and at once when its lifeline pipe closes, which
-happens when the owner dies, however it dies.
+ROUTER.
+
+It stops on SIGTERM: new connections are refused, requests in flight are served for up to ``drain_timeout_s``,
+and those still open then are answered 503 (gRPC UNAVAILABLE) before it exits. It stops at once when its
+lifeline pipe closes, which happens when the owner dies, however it dies; a thread watches the lifeline, so
+that even a front whose event loop is stuck exits (cleaning up after its server) a few seconds later.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import os
 import signal
 import socket
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,9 +39,11 @@ from starlette.routing import Route
 from ..errors import StartupError, UnavailableError
 from ..metrics import Metrics
 from ..protocol.messages import ModelSpec
+from ..transport.channel import endpoint_path
 from ..transport.frames import decode, encode
-from ..transport.shm import Arena, remove_segments_of
+from ..transport.shm import Arena, remove_segments_of, trim_heap
 from ..version import __version__
+from .connection_limits import ConnectionLimits, limited_protocol
 from .dispatcher import Dispatcher
 from .grpc import GrpcOptions, start_server
 from .health import Readiness
@@ -44,6 +52,10 @@ from .models import Models
 from .regions import Regions
 
 log = logging.getLogger("pybind_serve.front")
+
+HOUSEKEEPING_S = 5.0  # how often idle shared memory and heap pages are given back
+OWNER_GONE_GRACE_S = 5.0  # how long a front whose owner died may take to stop before it exits regardless
+_BACKSTOP_S = 3.0  # uvicorn's and grpc's own shutdown limits, past ours: they only act if ours failed
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,9 @@ class FrontOptions:
     drain_timeout_s: float
     log_level: str
     system_shared_memory: bool = False
+    max_header_bytes: int = 64 << 10
+    max_header_count: int = 100
+    read_timeout_s: float = 30.0
 
 
 class _Server(uvicorn.Server):
@@ -120,9 +135,10 @@ class Front:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
-        loop.add_reader(self.options.lifeline_fd, self._owner_died)
+        watchdog = threading.Thread(target=self._watch_lifeline, args=(loop,), name="lifeline", daemon=True)
+        watchdog.start()
         await self._start_grpc()  # before the first ping is answered: its answer reports the port
-        tasks = [loop.create_task(self._receive())]
+        tasks = [loop.create_task(self._receive()), loop.create_task(self._housekeeping())]
         tasks += [loop.create_task(server.serve(sockets=[sock])) for server, sock in self._build_servers()]
         await self.stopping.wait()
         self.readiness.changed()
@@ -132,7 +148,11 @@ class Front:
         if self.options.grpc_port is None:
             return
         options = GrpcOptions(
-            self.options.host, self.options.grpc_port, self.options.grpc_max_message_bytes, __version__
+            self.options.host,
+            self.options.grpc_port,
+            self.options.grpc_max_message_bytes,
+            __version__,
+            self.options.max_header_bytes,
         )
         try:
             self._grpc, port = await start_server(
@@ -143,11 +163,41 @@ class Front:
         else:
             self._grpc_bound = {"grpc_port": port}
 
+    def _watch_lifeline(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait for the owner's end of the lifeline to close (the owner is gone); then stop the front, and if
+        its loop cannot do that within `OWNER_GONE_GRACE_S`, clean up and exit from here."""
+        while os.read(self.options.lifeline_fd, 1):
+            pass
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the front has stopped already
+            loop.call_soon_threadsafe(self._owner_died)
+        time.sleep(OWNER_GONE_GRACE_S)
+        log.error("the front did not stop within %g s of its owner's death; exiting", OWNER_GONE_GRACE_S)
+        self._remove_leftovers()
+        os._exit(1)
+
     def _owner_died(self) -> None:
-        asyncio.get_running_loop().remove_reader(self.options.lifeline_fd)
         log.warning("the process that started this server died; stopping")
         self.owner_gone = True
         self.stopping.set()
+
+    def _remove_leftovers(self) -> None:
+        """What only a dead owner would have removed: every segment of the server, and the ROUTER's socket file."""
+        remove_segments_of(self.options.owner)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(endpoint_path(self.options.endpoint))
+
+    async def _housekeeping(self) -> None:
+        """Every `HOUSEKEEPING_S`: give back shared memory no batch used lately and, once traffic stops, the
+        heap pages that large requests left free (a burst must not keep the front at its peak size)."""
+        seen = self.dispatcher.batches_sent
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_S)
+            released = self.dispatcher.release_idle(time.monotonic())
+            sent, quiet = self.dispatcher.batches_sent, not self.dispatcher.busy
+            if released or (quiet and sent != seen):
+                trim_heap()
+            if quiet:
+                seen = sent
 
     def _build_servers(self) -> list[tuple[_Server, socket.socket]]:
         options = HttpOptions(self.options.max_body_bytes, __version__)
@@ -155,15 +205,19 @@ class Front:
         pairs: list[tuple[Any, int]] = [(app, self.options.http_fd)]
         if self.options.metrics_fd is not None:
             pairs.append((self._metrics_app(), self.options.metrics_fd))
+        limits = ConnectionLimits(
+            self.options.max_header_bytes, self.options.max_header_count, self.options.read_timeout_s
+        )
         for app_, _fd in pairs:
             config = uvicorn.Config(
                 app_,
                 log_level=self.options.log_level,
                 access_log=False,
                 lifespan="off",
-                http="httptools",
+                http=limited_protocol(limits),
                 proxy_headers=False,  # nothing reads the client address: skip the middleware on every request
-                timeout_graceful_shutdown=max(int(self.options.drain_timeout_s), 1),
+                # Only a backstop: `_shutdown` answers what is still open when drain_timeout_s has passed.
+                timeout_graceful_shutdown=int(self.options.drain_timeout_s + _BACKSTOP_S),
             )
             self._servers.append(_Server(config))
         return [(server, socket.socket(fileno=fd)) for server, (_, fd) in zip(self._servers, pairs, strict=True)]
@@ -201,7 +255,7 @@ class Front:
                 "worker %r serves model %r v%s, which is not loaded", identity, frame["model"], frame["version"]
             )
             return
-        self.dispatcher.register(identity, entry, frame["segments"])
+        self.dispatcher.register(identity, entry, frame["segments"], frame.get("pid"))
 
     async def _answer(self, identity: bytes, frame: dict[str, Any]) -> None:
         try:
@@ -237,25 +291,37 @@ class Front:
         self.dispatcher.remove(frame["identity"].encode(), frame["why"])
 
     async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
+        """Drain: the HTTP and gRPC servers stop taking requests and finish those in flight; whatever is still
+        open after ``drain_timeout_s`` (at once if the owner died) is answered `UnavailableError`."""
+        receiving, housekeeping, servers = tasks[0], tasks[1], tasks[2:]
+        housekeeping.cancel()
         for server in self._servers:
             server.should_exit = True
-            server.force_exit = self.owner_gone  # nobody is left to answer requests in flight
-        if self.owner_gone:
-            self.models.close(UnavailableError("the server is stopping"))
-        grace = None if self.owner_gone else self.options.drain_timeout_s
-        stopped = [self._grpc.stop(grace)] if self._grpc is not None else []
-        await asyncio.gather(*tasks[1:], *stopped, return_exceptions=True)
+            server.force_exit = self.owner_gone  # nobody is left to wait for
+        if self._grpc is not None:
+            servers.append(asyncio.ensure_future(self._grpc.stop(self.options.drain_timeout_s + _BACKSTOP_S)))
+        drain_s = 0.0 if self.owner_gone else self.options.drain_timeout_s
+        _, still_open = await asyncio.wait(servers, timeout=drain_s)
+        if still_open:
+            if self.owner_gone:
+                why = "the process that started the server died"
+            else:
+                why = f"drain_timeout_s={self.options.drain_timeout_s:g} s passed before this request was answered"
+            error = UnavailableError(f"the server is stopping: {why}")
+            self.models.close(error)
+            self.dispatcher.fail_all(error)
+            await asyncio.wait(still_open)  # the handlers answer at once now
         self.models.close(UnavailableError("the server is stopping"))
         self.dispatcher.close()
-        tasks[0].cancel()
-        await asyncio.gather(tasks[0], return_exceptions=True)
+        receiving.cancel()
+        await asyncio.gather(receiving, housekeeping, *servers, return_exceptions=True)
         self.router.close(linger=0)
         self.context.term()
         self.arena.close()
         if self.regions is not None:
             self.regions.close()
         if self.owner_gone:
-            remove_segments_of(self.options.owner)
+            self._remove_leftovers()
 
 
 def _configure_logging(level: str) -> None:

@@ -23,6 +23,7 @@ from ..errors import (
     InternalServerError,
     InvalidInputError,
     PayloadTooLargeError,
+    client_message,
 )
 from ..metrics import Metrics
 from ..protocol import rest
@@ -32,7 +33,7 @@ from . import inference
 from .models import Models
 from .regions import Regions
 
-__all__ = ["InferRoute", "read_body"]
+__all__ = ["InferRoute", "decode_body", "read_body"]
 
 log = logging.getLogger("pybind_serve.front")
 
@@ -43,6 +44,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
+# Inflating a compressed body takes a thread: at most this many at once, so that a flood of zip bombs costs
+# this many cores' time and no more, and the event loop keeps serving everyone else.
+_INFLATING = asyncio.Semaphore(2)
 _JSON = [(b"content-type", b"application/json")]
 _BINARY = b"application/octet-stream"
 
@@ -71,6 +75,14 @@ async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def decode_body(body: bytes, content_encoding: str | None, limit: int) -> bytes:
+    """`rest.decode_body`, off the event loop when there is something to inflate."""
+    if rest.is_identity(content_encoding):
+        return rest.decode_body(body, content_encoding, limit)
+    async with _INFLATING:
+        return await asyncio.to_thread(rest.decode_body, body, content_encoding, limit)
 
 
 def _header_length(headers: dict[bytes, bytes]) -> int | None:
@@ -114,7 +126,7 @@ async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[byte
 
 async def answer_error(send: Send, exc: Exception) -> None:
     status = exc.http_status if isinstance(exc, InferenceError) else 500
-    await _answer(send, status, rest.encode_error(str(exc)), _JSON)
+    await _answer(send, status, rest.encode_error(client_message(exc)), _JSON)
 
 
 class InferRoute:
@@ -148,7 +160,7 @@ class InferRoute:
         async def parse(spec: ModelSpec) -> InferRequest:
             body = await read_body(receive, headers, limit)
             encoding = headers.get(b"content-encoding")
-            body = rest.decode_body(body, None if encoding is None else encoding.decode("latin-1"), limit)
+            body = await decode_body(body, None if encoding is None else encoding.decode("latin-1"), limit)
             return rest.parse_infer_request(body, _header_length(headers), spec, regions)
 
         models, metrics, model = self._models, self._metrics, (name, version)

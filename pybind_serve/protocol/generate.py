@@ -31,21 +31,18 @@ import numpy as np
 from ..errors import InvalidInputError, OutputValidationError
 from .inference import Inputs, apply_parameters, names, selected_outputs
 from .messages import InferRequest, ModelSpec
+from .rest import load_json
 from .tensor_codec import array_from_json, array_to_json, datatype_of
 
 __all__ = ["encode_generate_response", "parse_generate_request", "sse_event"]
 
-_load_json = json.JSONDecoder().decode
 _dump_json = json.JSONEncoder(separators=(",", ":")).encode
 _SCALARS = (str, int, float, bool)
 
 
 def parse_generate_request(body: bytes, spec: ModelSpec) -> InferRequest:
     """Parse and validate a generate request for the model ``spec`` (`InvalidInputError` names what is wrong)."""
-    try:
-        document = _load_json(body.decode())
-    except ValueError as exc:
-        raise InvalidInputError(f"malformed JSON: {exc}") from None
+    document = load_json(body)
     if not isinstance(document, dict):
         raise InvalidInputError(f"a generate request must be a JSON object, got {type(document).__name__}")
     parameters = document.pop("parameters", None) or {}

@@ -108,6 +108,7 @@ def _config_to_wire(config: ModelConfig) -> dict[str, Any]:
         "max_batch_size": config.max_batch_size,
         "decoupled": config.decoupled,
         "instances": config.instances,
+        "execution_timeout_s": config.execution_timeout_s,
         "batcher": {
             "max_queue_delay_us": batcher.max_queue_delay_us,
             "preferred_batch_sizes": list(batcher.preferred_batch_sizes),
@@ -132,5 +133,6 @@ def _config_from_wire(data: dict[str, Any]) -> ModelConfig:
         max_batch_size=data["max_batch_size"],
         decoupled=data["decoupled"],
         instances=data["instances"],
+        execution_timeout_s=data["execution_timeout_s"],
         batcher=DynamicBatcher(**batcher),
     )

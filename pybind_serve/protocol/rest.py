@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ from .messages import InferRequest, ModelSpec, RequestedOutput
 from .shared_memory import RegionLookup
 from .tensor_codec import array_from_buffer, array_from_json, array_to_buffer, array_to_json, datatype_of
 
-__all__ = ["decode_body", "encode_error", "encode_infer_response", "parse_infer_request"]
+__all__ = ["decode_body", "encode_error", "encode_infer_response", "is_identity", "load_json", "parse_infer_request"]
 
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 _NO_BINARY = memoryview(b"")
@@ -52,8 +53,10 @@ _dump_json = json.JSONEncoder(separators=(",", ":")).encode
 def decode_body(body: bytes, content_encoding: str | None, max_body_bytes: int) -> bytes:
     """The request body with its ``Content-Encoding`` (gzip, deflate as zlib or raw, identity) undone.
 
-    Decompression stops as soon as the output would pass ``max_body_bytes`` (`PayloadTooLargeError`), so a
-    zip bomb never allocates more than the limit.
+    Decompression never holds more than `KEEP_INFLATED` bytes before it knows the result fits: past that it only
+    counts, and inflates a second time into place once the size is known to be within ``max_body_bytes``. A zip
+    bomb is refused (`PayloadTooLargeError`) for the CPU time of inflating ``max_body_bytes``, with little memory.
+    It takes that long, so the front runs it off its event loop.
 
     >>> import gzip
     >>> decode_body(gzip.compress(b'{"inputs": []}'), "gzip", 1024)
@@ -72,30 +75,83 @@ def decode_body(body: bytes, content_encoding: str | None, max_body_bytes: int) 
     raise InvalidInputError(f"unsupported Content-Encoding {content_encoding!r}; use gzip, deflate or identity")
 
 
+def is_identity(content_encoding: str | None) -> bool:
+    """Whether `decode_body` has nothing to inflate (and so costs nothing)."""
+    return content_encoding is None or content_encoding.strip().lower() == "identity"
+
+
+def load_json(data: bytes) -> Any:
+    """A request's JSON document; `InvalidInputError` if it is not UTF-8 JSON, or nests too deeply to parse.
+
+    >>> load_json(b"[" * 100_000)
+    Traceback (most recent call last):
+    ...
+    pybind_serve.errors.InvalidInputError: malformed JSON: nested too deeply
+    """
+    try:
+        return _load_json(data.decode())
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise InvalidInputError(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInputError("malformed JSON: nested too deeply") from None
+
+
 def _has_zlib_header(body: bytes) -> bool:
     return len(body) >= 2 and body[0] & 0x0F == 8 and ((body[0] << 8) | body[1]) % 31 == 0
 
 
+KEEP_INFLATED = 16 << 20  # a decompressed body larger than this is inflated twice: counted, then written in place
+_IN_STEP = 64 << 10  # compressed bytes fed at a time (zlib copies what it leaves unconsumed on every call)
+_OUT_STEP = 1 << 20  # decompressed bytes taken at a time
+
+
 def _inflate(body: bytes, wbits: int, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size, data = 0, body
-    while True:  # one pass per gzip member: concatenated members are one valid gzip stream
-        inflater = zlib.decompressobj(wbits)
-        try:
-            chunk = inflater.decompress(data, limit + 1 - size)
-        except zlib.error as exc:
-            raise InvalidInputError(f"corrupt compressed request body: {exc}") from None
+    kept: list[bytes] | None = []
+    size = 0
+    for chunk in _inflated_chunks(body, wbits):
         size += len(chunk)
         if size > limit:
             raise PayloadTooLargeError(f"decompressed request body exceeds max_body_bytes {limit}")
-        chunks.append(chunk)
-        if not inflater.eof:
-            raise InvalidInputError("corrupt compressed request body: the compressed stream is cut short")
-        data = inflater.unused_data
-        if not data:
-            return b"".join(chunks)
-        if wbits != _GZIP_WBITS:
-            raise InvalidInputError(f"corrupt compressed request body: {len(data)} bytes after the end of the stream")
+        if kept is not None:
+            kept.append(chunk)
+            if size > KEEP_INFLATED:
+                kept = None  # from here on only count
+    if kept is not None:
+        return kept[0] if len(kept) == 1 else b"".join(kept)
+    inflated = bytearray(size)
+    at = 0
+    for chunk in _inflated_chunks(body, wbits):
+        inflated[at : at + len(chunk)] = chunk
+        at += len(chunk)
+    return inflated  # type: ignore[return-value]  # bytes-like: parsed through memoryviews and decode()
+
+
+def _inflated_chunks(body: bytes, wbits: int) -> Iterator[bytes]:
+    """The decompressed body, `_OUT_STEP` bytes at a time; gzip members one after the other."""
+    view, start = memoryview(body), 0
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        tail: bytes | memoryview = b""
+        at = start
+        while not inflater.eof:
+            if not tail and at < len(view):
+                tail, at = view[at : at + _IN_STEP], min(at + _IN_STEP, len(view))
+            try:
+                chunk = inflater.decompress(tail, _OUT_STEP)
+            except zlib.error as exc:
+                raise InvalidInputError(f"corrupt compressed request body: {exc}") from None
+            tail = inflater.unconsumed_tail
+            if chunk:
+                yield chunk
+            elif not tail and at == len(view):
+                raise InvalidInputError("corrupt compressed request body: the compressed stream is cut short")
+        start = at - len(inflater.unused_data)
+        if start == len(view):
+            return
+        if wbits != _GZIP_WBITS:  # only gzip streams may hold several members
+            raise InvalidInputError(
+                f"corrupt compressed request body: {len(view) - start} bytes after the end of the stream"
+            )
 
 
 def parse_infer_request(
@@ -132,10 +188,7 @@ def _split_body(body: bytes, header_length: int | None) -> tuple[dict[str, Any],
         raise InvalidInputError(
             f"Inference-Header-Content-Length {header_length!r} must be an int in 0..{len(body)} (the body size)"
         )
-    try:
-        document = _load_json(header.decode())
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise InvalidInputError(f"malformed JSON: {exc}") from None
+    document = load_json(header)
     if not isinstance(document, dict):
         raise InvalidInputError(f"the request must be a JSON object, got {type(document).__name__}")
     return document, binary

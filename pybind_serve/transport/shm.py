@@ -9,6 +9,11 @@ the segments of a server that died (`remove_stale_segments`); the owner lets the
 remove every segment of their server at exit (`remove_segments_of`), and no other. This is Linux's POSIX
 shared memory; other systems are not supported.
 
+Memory follows the load: an arena grows by adding segments during a burst, and `Arena.release_idle` gives back
+the segments it added that have been entirely free for a while (the first one stays); a reader's
+`SegmentMap.release_idle` unmaps what it has not read for as long. A segment's pages return to the system once
+it is unlinked and no process maps it any more; `trim_heap` returns the free pages of the C heap.
+
 >>> arena = Arena(owner=f"{os.getpid()}_doc", tag="a")
 >>> block = arena.allocate(12)
 >>> arena.view(block)[:3] = b"abc"
@@ -21,13 +26,17 @@ b'abc'
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import mmap
 import os
 import re
 import secrets
+import time
 from dataclasses import dataclass
 
 __all__ = [
+    "IDLE_RELEASE_S",
     "Arena",
     "Block",
     "SegmentMap",
@@ -35,6 +44,7 @@ __all__ = [
     "remove_segments_of",
     "remove_stale_segments",
     "segment_prefix",
+    "trim_heap",
 ]
 
 SHM_DIR = "/dev/shm"
@@ -42,6 +52,7 @@ PREFIX = "pybind_serve_"
 _ALIGN = 64  # cache-line aligned blocks: numpy views never straddle lines needlessly
 _NAME = re.compile(rf"^{PREFIX}(\d+)_")
 _MIN_SEGMENT = 4 << 20
+IDLE_RELEASE_S = 10.0  # shared memory unused this long is given back (by the front and the workers)
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,7 @@ class _Segment:
             os.close(fd)
         self.name, self.size = name, size
         self.buffer = memoryview(self.mmap)
+        self.used_at = time.monotonic()
 
     def close(self) -> None:
         self.buffer.release()
@@ -119,17 +131,40 @@ class Arena:
         self._next_size = max(initial_bytes, _MIN_SEGMENT)
         self._count = 0
 
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
     def allocate(self, nbytes: int) -> Block:
         """A block of at least ``nbytes`` (0 is allowed); `free` gives it back."""
         size = max(_ALIGN, -(-nbytes // _ALIGN) * _ALIGN)
         for name, free in self._free.items():
             offset = free.take(size)
             if offset is not None:
+                self._segments[name].used_at = time.monotonic()
                 return Block(name, offset, size)
         name = self._grow(size)
         offset = self._free[name].take(size)
         assert offset is not None  # a fresh segment always holds the block it was sized for
         return Block(name, offset, size)
+
+    def release_idle(self, now: float, idle_s: float) -> list[str]:
+        """Unlink the segments, all but the first, that are entirely free and had no block taken from them in
+        the ``idle_s`` before ``now`` (`time.monotonic`); their names. Growth starts again from what is left."""
+        first = next(iter(self._segments), None)
+        released = [
+            name
+            for name, segment in self._segments.items()
+            if name != first and segment.used_at <= now - idle_s and self._free[name].ranges == [(0, segment.size)]
+        ]
+        for name in released:
+            segment = self._segments.pop(name)
+            del self._free[name]
+            segment.close()
+            _unlink(name)
+        if released:
+            self._next_size = max(_MIN_SEGMENT, sum(segment.size for segment in self._segments.values()))
+        return released
 
     def _grow(self, at_least: int) -> str:
         size = max(self._next_size, at_least)
@@ -164,17 +199,30 @@ class SegmentMap:
     def __init__(self) -> None:
         self._segments: dict[str, _Segment] = {}
 
+    def __len__(self) -> int:
+        return len(self._segments)
+
     def view(self, segment: str, offset: int, nbytes: int) -> memoryview:
         mapped = self._segments.get(segment)
         if mapped is None:
             if not segment.startswith(PREFIX) or "/" in segment:
                 raise ValueError(f"not a pybind_serve segment: {segment!r}")
             mapped = self._segments[segment] = _Segment(segment, 0, create=False)
+        else:
+            mapped.used_at = time.monotonic()
         if offset < 0 or offset + nbytes > mapped.size:
             raise ValueError(
                 f"block [{offset}, {offset + nbytes}) lies outside segment {segment!r} of {mapped.size} bytes"
             )
         return mapped.buffer[offset : offset + nbytes]
+
+    def release_idle(self, now: float, idle_s: float) -> list[str]:
+        """Unmap the segments not read in the ``idle_s`` before ``now``; their names. (A block named later is
+        mapped again; a view still in use keeps its mapping alive until it is collected.)"""
+        released = [name for name, segment in self._segments.items() if segment.used_at <= now - idle_s]
+        for name in released:
+            self._segments.pop(name).close()
+        return released
 
     def forget(self, prefix: str) -> None:
         """Unmap the segments whose name starts with ``prefix`` (those of a worker that is gone)."""
@@ -185,6 +233,17 @@ class SegmentMap:
         for segment in self._segments.values():
             segment.close()
         self._segments.clear()
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_malloc_trim = getattr(_libc, "malloc_trim", None)  # glibc only
+
+
+def trim_heap() -> None:
+    """Return the C heap's free pages to the system (glibc's ``malloc_trim``): after a burst of large requests,
+    freed buffers would otherwise keep the process's resident size at its peak."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
 
 
 def _unlink(name: str) -> None:

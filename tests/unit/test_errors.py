@@ -10,6 +10,7 @@ from pybind_serve.errors import (
     BatchTooLargeError,
     ConfigurationError,
     DecoratorUsageError,
+    ExecutionTimeoutError,
     InferenceError,
     InferenceTimeoutError,
     InternalServerError,
@@ -47,6 +48,7 @@ TABLE = [
     (OutputValidationError, ModelExecutionError, 500, "INTERNAL"),
     (DecoratorUsageError, ModelExecutionError, 500, "INTERNAL"),
     (WorkerDiedError, ModelExecutionError, 500, "INTERNAL"),
+    (ExecutionTimeoutError, ModelExecutionError, 504, "DEADLINE_EXCEEDED"),
     (InternalServerError, InferenceError, 500, "INTERNAL"),
 ]
 INFERENCE_ERRORS = [InferenceError, ServerUnreachableError] + [cls for cls, *_ in TABLE]
@@ -92,7 +94,9 @@ def test_a_client_rebuilds_the_most_general_class_of_a_status(
     assert str(from_status) == str(from_code) == "m"
     # A 500 / INTERNAL is most often the function failing: InternalServerError is not told apart.
     expected = ModelExecutionError if cls is InternalServerError else cls
-    assert isinstance(expected("m"), type(from_status)) and isinstance(expected("m"), type(from_code))
+    assert isinstance(expected("m"), type(from_status))
+    # DEADLINE_EXCEEDED is also a queue timeout's code: over gRPC, an execution timeout is rebuilt as that.
+    assert isinstance((InferenceTimeoutError if cls is ExecutionTimeoutError else expected)("m"), type(from_code))
 
 
 @pytest.mark.parametrize("code", ["UNKNOWN", "CANCELLED", "PERMISSION_DENIED", ""])
