@@ -69,7 +69,8 @@ class Serve:
     ``read_timeout_s`` how long a client may take to send a request's headers, and the longest pause in its body
     (HTTP 408). ``drain_timeout_s``: on `stop` (or SIGTERM), how long requests in flight may take; those still open
     then are answered 503 (gRPC UNAVAILABLE). Stopping takes at most that plus a few seconds, whatever the bound
-    functions do. ``system_shared_memory=True`` turns on
+    functions do. ``idle_release_s``: shared memory that a burst of requests took, unused this long, is given
+    back (and the processes' free heap pages with it). ``system_shared_memory=True`` turns on
     the KServe system shared-memory extension: clients on this host register /dev/shm regions and pass
     tensors through them instead of the request (``tritonclient.utils.shared_memory``, ``perf_analyzer
     --shared-memory=system``, ``ModelClient(..., shared_memory=True)``). It is off by default, as any local
@@ -102,6 +103,7 @@ class Serve:
         max_header_count: int = 100,
         read_timeout_s: float = 30.0,
         drain_timeout_s: float = 30.0,
+        idle_release_s: float = 10.0,
         startup_timeout_s: float = 30.0,
         log_level: str = "warning",
         system_shared_memory: bool = False,
@@ -114,13 +116,14 @@ class Serve:
             read_timeout_s=read_timeout_s,
             drain_timeout_s=drain_timeout_s,
             startup_timeout_s=startup_timeout_s,
+            idle_release_s=idle_release_s,
         )
         if problems:
             raise ConfigurationError.collect("Serve", problems)
         self.host, self._ports = host, ports
         self.max_body_bytes, self.grpc_max_message_bytes = max_body_bytes, grpc_max_message_bytes
         self.max_header_bytes, self.max_header_count = max_header_bytes, max_header_count
-        self.read_timeout_s = read_timeout_s
+        self.read_timeout_s, self.idle_release_s = read_timeout_s, idle_release_s
         self.drain_timeout_s, self.startup_timeout_s = drain_timeout_s, startup_timeout_s
         self.log_level = log_level
         self.system_shared_memory = bool(system_shared_memory)
@@ -291,7 +294,7 @@ class Serve:
             raise StartupError(f"{exc} (front exit code {code}); its stderr is above") from None
         self._ports["grpc"] = _grpc_port(reply)
         self._supervisor = Supervisor.create(
-            self._endpoint, self._owner, self._lifeline, self._context, self._worker_gone
+            self._endpoint, self._owner, self._lifeline, self._context, self._worker_gone, self.idle_release_s
         )
         for binding in self._bindings.values():
             self._load(binding)
@@ -315,6 +318,7 @@ class Serve:
             "max_header_bytes": self.max_header_bytes,
             "max_header_count": self.max_header_count,
             "read_timeout_s": self.read_timeout_s,
+            "idle_release_s": self.idle_release_s,
         }
         fds = [s.fileno() for s in sockets.values()] + [self._lifeline[0]]
         command = [sys.executable, "-m", "pybind_serve.front.process", json.dumps(options)]

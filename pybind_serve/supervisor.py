@@ -58,6 +58,7 @@ class _Site:
     owner: str
     lifeline_fd: int
     lifeline_write_fd: int
+    idle_release_s: float
 
 
 def _run_thread_worker(site: _Site, spec: ModelSpec, fn: ModelFunction, identity: str, tag: str, stop_fd: int) -> None:
@@ -65,7 +66,8 @@ def _run_thread_worker(site: _Site, spec: ModelSpec, fn: ModelFunction, identity
     context: zmq.Context[Any] = zmq.Context()
     try:
         channel = WorkerChannel(context, site.endpoint, identity, stop_fd)
-        Worker(spec, fn, channel, Arena(site.owner, tag)).serve(segment_prefix(site.owner, tag))
+        worker = Worker(spec, fn, channel, Arena(site.owner, tag), idle_release_s=site.idle_release_s)
+        worker.serve(segment_prefix(site.owner, tag))
     finally:
         os.close(stop_fd)
         context.term()
@@ -92,7 +94,8 @@ def _process_main(site: _Site, spec: ModelSpec, fn: ModelFunction, identity: str
     context: zmq.Context[Any] = zmq.Context()
     try:
         channel = WorkerChannel(context, site.endpoint, identity, site.lifeline_fd)
-        Worker(spec, fn, channel, Arena(site.owner, tag), pid=os.getpid()).serve(segment_prefix(site.owner, tag))
+        worker = Worker(spec, fn, channel, Arena(site.owner, tag), os.getpid(), site.idle_release_s)
+        worker.serve(segment_prefix(site.owner, tag))
     except Terminated:
         pass
     finally:
@@ -169,9 +172,15 @@ class Supervisor:
 
     @classmethod
     def create(
-        cls, endpoint: str, owner: str, lifeline: tuple[int, int], context: zmq.Context[Any], notify: Notify
+        cls,
+        endpoint: str,
+        owner: str,
+        lifeline: tuple[int, int],
+        context: zmq.Context[Any],
+        notify: Notify,
+        idle_release_s: float = 10.0,
     ) -> Supervisor:
-        return cls(_Site(endpoint, owner, lifeline[0], lifeline[1]), context, notify)
+        return cls(_Site(endpoint, owner, lifeline[0], lifeline[1], idle_release_s), context, notify)
 
     def start(self, spec: ModelSpec, fn: ModelFunction) -> WorkerGroup:
         group = WorkerGroup(spec, fn)

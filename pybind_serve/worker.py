@@ -11,7 +11,7 @@ A failing function answers every request of its batch with the error (the client
 `FailureLog` that never floods: in a notebook the log lands in a cell, so a burst of failures must not print
 a traceback per batch. Only `Terminated` (raised by a worker process's SIGTERM handler) stops the worker.
 
-Shared memory follows the load: once the worker has had no frame for `IDLE_RELEASE_S`, it gives back the
+Shared memory follows the load: once the worker has had no frame for ``idle_release_s``, it gives back the
 segments a burst made it grow (`Arena.release_idle`, `SegmentMap.release_idle`) and the C heap's free pages.
 """
 
@@ -35,7 +35,7 @@ from .request import STREAM_END, Request
 from .tensor import Tensor
 from .transport.channel import Empty, WorkerChannel
 from .transport.frames import read_group, write_group
-from .transport.shm import IDLE_RELEASE_S, Arena, Block, SegmentMap, trim_heap
+from .transport.shm import Arena, Block, SegmentMap, trim_heap
 
 __all__ = ["FailureLog", "Terminated", "Worker"]
 
@@ -54,13 +54,21 @@ class Worker:
     """Serves batches of one model version until its channel says stop.
 
     ``pid`` is the worker's own process id when it runs in a process of its own (the front may kill it when
-    it overruns ``execution_timeout_s``), None when it is a thread of the binding process.
+    it overruns ``execution_timeout_s``), None when it is a thread of the binding process. Shared memory
+    unused for ``idle_release_s`` is given back.
     """
 
     def __init__(
-        self, spec: ModelSpec, fn: ModelFunction, channel: WorkerChannel, arena: Arena, pid: int | None = None
+        self,
+        spec: ModelSpec,
+        fn: ModelFunction,
+        channel: WorkerChannel,
+        arena: Arena,
+        pid: int | None = None,
+        idle_release_s: float = 10.0,
     ) -> None:
         self.spec, self.fn, self.channel, self.arena, self.pid = spec, fn, channel, arena, pid
+        self.idle_release_s = idle_release_s
         self.segments = SegmentMap()
         self.failures = FailureLog(spec.label)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -88,14 +96,15 @@ class Worker:
         holding = True
         while True:
             try:
-                return self.channel.receive(int(IDLE_RELEASE_S * 1000) if holding else None)
+                return self.channel.receive(int(self.idle_release_s * 1000) if holding else None)
             except Empty:
                 holding = self.release_idle(time.monotonic())
 
     def release_idle(self, now: float) -> bool:
-        """Give back shared memory unused for `IDLE_RELEASE_S`, and free heap pages; whether more is held that
+        """Give back shared memory unused for ``idle_release_s``, and free heap pages; whether more is held that
         a later call could give back."""
-        released = self.arena.release_idle(now, IDLE_RELEASE_S) + self.segments.release_idle(now, IDLE_RELEASE_S)
+        idle_s = self.idle_release_s
+        released = self.arena.release_idle(now, idle_s) + self.segments.release_idle(now, idle_s)
         if released:
             trim_heap()
         return self.arena.segment_count > 1 or len(self.segments) > 0

@@ -16,6 +16,7 @@ Error bodies are ``{"error": "..."}``, as every other error of the REST front.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from ..protocol import rest
 
 __all__ = ["ConnectionLimits", "limited_protocol"]
+
+log = logging.getLogger("pybind_serve.front")
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,7 @@ class _LimitedProtocol(HttpToolsProtocol):
         self._refused = True
         if self.transport.is_closing():
             return
-        self.logger.warning("refused a request: %s", message)
+        log.info("refused a request: %s", message)
         if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
             body = rest.encode_error(message)
             head = b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)

@@ -45,7 +45,7 @@ from ..metrics import Metrics, ModelStats
 from ..protocol.messages import InferRequest
 from ..scheduler import Pending
 from ..transport.frames import block_of, read_group, write_group
-from ..transport.shm import IDLE_RELEASE_S, Arena, SegmentMap
+from ..transport.shm import Arena, SegmentMap
 from .models import ModelEntry
 
 __all__ = ["Dispatcher", "Job"]
@@ -140,11 +140,10 @@ class Dispatcher:
         for flight in self._inflight.values():
             _fail(flight.live, error)
 
-    def release_idle(self, now: float) -> int:
+    def release_idle(self, now: float, idle_s: float) -> int:
         """Give back the shared memory (the front's arena, and the workers' segments it maps) that no batch used
-        in the last `IDLE_RELEASE_S`; how many segments were let go."""
-        released = self._arena.release_idle(now, IDLE_RELEASE_S) + self._segments.release_idle(now, IDLE_RELEASE_S)
-        return len(released)
+        in the ``idle_s`` before ``now``; how many segments were let go."""
+        return len(self._arena.release_idle(now, idle_s) + self._segments.release_idle(now, idle_s))
 
     async def retire(self, entry: ModelEntry, timeout_s: float) -> None:
         """Let the workers of an unloaded model finish their batch in flight, then forget them."""

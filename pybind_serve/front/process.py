@@ -53,7 +53,6 @@ from .regions import Regions
 
 log = logging.getLogger("pybind_serve.front")
 
-HOUSEKEEPING_S = 5.0  # how often idle shared memory and heap pages are given back
 OWNER_GONE_GRACE_S = 5.0  # how long a front whose owner died may take to stop before it exits regardless
 _BACKSTOP_S = 3.0  # uvicorn's and grpc's own shutdown limits, past ours: they only act if ours failed
 
@@ -77,6 +76,7 @@ class FrontOptions:
     max_header_bytes: int = 64 << 10
     max_header_count: int = 100
     read_timeout_s: float = 30.0
+    idle_release_s: float = 10.0
 
 
 class _Server(uvicorn.Server):
@@ -187,12 +187,12 @@ class Front:
             os.unlink(endpoint_path(self.options.endpoint))
 
     async def _housekeeping(self) -> None:
-        """Every `HOUSEKEEPING_S`: give back shared memory no batch used lately and, once traffic stops, the
-        heap pages that large requests left free (a burst must not keep the front at its peak size)."""
-        seen = self.dispatcher.batches_sent
+        """Twice per ``idle_release_s``: give back shared memory no batch used for that long and, once traffic
+        stops, the heap pages that large requests left free (a burst must not keep the front at its peak size)."""
+        seen, idle_s = self.dispatcher.batches_sent, self.options.idle_release_s
         while True:
-            await asyncio.sleep(HOUSEKEEPING_S)
-            released = self.dispatcher.release_idle(time.monotonic())
+            await asyncio.sleep(idle_s / 2)
+            released = self.dispatcher.release_idle(time.monotonic(), idle_s)
             sent, quiet = self.dispatcher.batches_sent, not self.dispatcher.busy
             if released or (quiet and sent != seen):
                 trim_heap()

@@ -143,7 +143,7 @@ def _inflated_chunks(body: bytes, wbits: int) -> Iterator[bytes]:
             tail = inflater.unconsumed_tail
             if chunk:
                 yield chunk
-            elif not tail and at == len(view):
+            elif not tail and at == len(view) and not inflater.eof:
                 raise InvalidInputError("corrupt compressed request body: the compressed stream is cut short")
         start = at - len(inflater.unused_data)
         if start == len(view):

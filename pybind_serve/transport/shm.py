@@ -36,7 +36,6 @@ import time
 from dataclasses import dataclass
 
 __all__ = [
-    "IDLE_RELEASE_S",
     "Arena",
     "Block",
     "SegmentMap",
@@ -52,7 +51,6 @@ PREFIX = "pybind_serve_"
 _ALIGN = 64  # cache-line aligned blocks: numpy views never straddle lines needlessly
 _NAME = re.compile(rf"^{PREFIX}(\d+)_")
 _MIN_SEGMENT = 4 << 20
-IDLE_RELEASE_S = 10.0  # shared memory unused this long is given back (by the front and the workers)
 
 
 @dataclass(frozen=True)
