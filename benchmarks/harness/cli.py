@@ -22,7 +22,7 @@ from . import perf_analyzer
 from .report import Results, table
 from .runner import Plan, run_all, stderr
 from .scenarios import KINDS, plan
-from .systems import ANCHORS, ROOT, SYSTEMS, Tools
+from .systems import ANCHORS, BASELINE, ROOT, SYSTEMS, Tools, baseline
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -52,6 +52,7 @@ class Options:
     setup: bool
     perf_analyzer: str | None
     anchor_venv: Path
+    baseline: Path | None = None
 
 
 def parse(argv: list[str] | None) -> Options:
@@ -67,6 +68,12 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument("--no-setup", dest="setup", action="store_false", help="install nothing; skip what is missing")
     parser.add_argument("--perf-analyzer", help="a working perf_analyzer binary (else $PERF_ANALYZER, PATH, ...)")
     parser.add_argument("--anchor-venv", type=Path, default=Path(os.environ.get("ANCHOR_VENV", "/tmp/anchor-venv")))
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of another pybind_serve version (e.g. `git worktree add /tmp/base main`), run beside "
+        "this one as the system 'baseline': a hot-path change's before and after in one run",
+    )
     args = parser.parse_args(argv)
     defaults = SMOKE if args.smoke else FULL
     systems = tuple((args.systems or defaults.systems).split(","))
@@ -85,6 +92,7 @@ def parse(argv: list[str] | None) -> Options:
         setup=args.setup,
         perf_analyzer=args.perf_analyzer,
         anchor_venv=args.anchor_venv,
+        baseline=args.baseline.resolve() if args.baseline else None,
     )
 
 
@@ -187,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="pybind-serve-bench-"))
     cases = plan(options.seconds, options.identity_mib, frozenset(k for k in KINDS if k[0] in options.scenarios))
     results = Results()
-    chosen = Plan([SYSTEMS[name] for name in names], cases, options.repeat, options.scenarios, log_dir)
+    systems = [SYSTEMS[name] for name in names]
+    if options.baseline is not None:
+        systems.insert(1, baseline(options.baseline))
+        names.insert(1, BASELINE)
+    chosen = Plan(systems, cases, options.repeat, options.scenarios, log_dir)
     try:
         run_all(chosen, tools, results, stderr)
     except KeyboardInterrupt:

@@ -87,9 +87,11 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def pybind_command(tools: Tools) -> Command:
+def pybind_command(tools: Tools, checkout: Path = ROOT) -> Command:
+    """Our server from ``checkout`` (this repository, or another version's checkout: the baseline). Started in
+    that folder, and with it first on ``PYTHONPATH``, so that the owner and its front import its package."""
     argv = [sys.executable, "-m", "benchmarks.harness.pybind_server", "--sleepy-ms", str(SLEEPY_MS)]
-    return Command(argv)
+    return Command(argv, cwd=checkout, env={} if checkout == ROOT else {"PYTHONPATH": str(checkout)})
 
 
 def pytriton_command(tools: Tools) -> Command:
@@ -120,14 +122,30 @@ def front(protocol: str, generator: str, *kinds: str) -> Front:
     return Front(protocol, generator, frozenset(kinds))
 
 
+OUR_FRONTS = (
+    front("http", "perf_analyzer", "a", "b", "b-shm", "c"),
+    front("grpc", "perf_analyzer", "a", "b", "c"),
+    front("http", "asyncio", "a", "c"),
+)
+BASELINE = "baseline"
+
+
+def baseline(checkout: Path) -> System:
+    """pybind_serve as another checkout has it (``--baseline``): a change's before, measured in the same run."""
+    return System(
+        f"{OURS} {BASELINE}",
+        OUR_FRONTS,
+        lambda tools: pybind_command(tools, checkout),
+        handshake=True,
+        shm_prefixes=("pybind_serve_{pid}_",),
+        needs_anchors=False,
+    )
+
+
 SYSTEMS = {
     "pybind_serve": System(
         OURS,
-        (
-            front("http", "perf_analyzer", "a", "b", "b-shm", "c"),
-            front("grpc", "perf_analyzer", "a", "b", "c"),
-            front("http", "asyncio", "a", "c"),
-        ),
+        OUR_FRONTS,
         pybind_command,
         handshake=True,
         shm_prefixes=("pybind_serve_{pid}_",),

@@ -78,14 +78,13 @@ class _Async(ClientBase):
 
 class AsyncModelClient(_Async):
     """`ModelClient` for asyncio: the same arguments, calls and errors, awaited; ``model_config()`` is a
-        coroutine method. Many calls may be in flight at once (``asyncio.gather``).
+    coroutine method. Many calls may be in flight at once (``asyncio.gather``).
 
-        >>> import asyncio
-    import contextlib
-        >>> async def main(url: str) -> None:
-        ...     async with AsyncModelClient(url, "double") as client:
-        ...         await client.wait_for_model(10)
-        ...         answers = await asyncio.gather(*(client.infer_sample(x=[i, i]) for i in range(8)))
+    >>> import asyncio
+    >>> async def main(url: str) -> None:
+    ...     async with AsyncModelClient(url, "double") as client:
+    ...         await client.wait_for_model(10)
+    ...         answers = await asyncio.gather(*(client.infer_sample(x=[i, i]) for i in range(8)))
     """
 
     def __init__(

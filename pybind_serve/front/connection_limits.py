@@ -41,14 +41,19 @@ def limited_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
     return type("LimitedHttpToolsProtocol", (_LimitedProtocol,), {"limits": limits})
 
 
+_parent = HttpToolsProtocol  # its methods, called directly: a few hundred ns a request cheaper than super()
+
+
 class _LimitedProtocol(HttpToolsProtocol):
+    """The checks cost a few comparisons per request: the byte count as data arrives, the header count once the
+    headers are parsed, and the read timeout as timestamps, checked by at most one timer per connection."""
+
     limits: ConnectionLimits
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._in_head = True  # receiving a request line and headers (or waiting for the next request)
         self._head_bytes = 0
-        self._header_count = 0
         self._head_started: float | None = None  # when the current request's first byte came
         self._receiving_body = False
         self._refused = False  # answered 431 / 408: the rest of what the client sent is ignored
@@ -58,21 +63,21 @@ class _LimitedProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._head_started = self.loop.time()  # a client that connects and sends nothing is closed in time too
-        self._arm(self.limits.read_timeout_s)
+        self._watch_time()
 
     # -- byte counting -------------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
-            return
-        if self._receiving_body:
-            self._last_data = self.loop.time()
         if not self._in_head:
-            super().data_received(data)
+            if self._receiving_body:
+                self._last_data = self.loop.time()
+            _parent.data_received(self, data)
+            return
+        if self._refused:
             return
         if self._head_started is None:
             self._head_started = self.loop.time()
-            self._arm(self.limits.read_timeout_s)
+            self._watch_time()
         room = self.limits.max_header_bytes - self._head_bytes
         if len(data) <= room:
             self._head_bytes += len(data)
@@ -81,82 +86,78 @@ class _LimitedProtocol(HttpToolsProtocol):
         # Feed only what the limit allows: if the headers do not end within it, they are too large.
         self._head_bytes += room
         self._feed(data[:room])
-        if self._in_head:
+        if self._in_head and not self._refused:
             self._refuse(431, f"the request line and headers exceed {self.limits.max_header_bytes} bytes")
         elif not self.transport.is_closing():
             self.data_received(data[room:])
 
     def _feed(self, data: bytes) -> None:
-        super().data_received(data)
-        if self._header_count > self.limits.max_header_count:
+        _parent.data_received(self, data)
+        if self._refused or (self._in_head and self._head_started is not None and self._too_many_headers()):
             self._refuse(431, f"the request has more than {self.limits.max_header_count} headers")
+
+    def _too_many_headers(self) -> bool:
+        return self.headers is not None and len(self.headers) > self.limits.max_header_count
 
     # -- parser callbacks ------------------------------------------------------------------------------------
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count <= self.limits.max_header_count:
-            super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
-        if self._header_count > self.limits.max_header_count:
+        if self._too_many_headers():
             self._refused = True  # answered once the parser returns
             return
         self._in_head = False
         self._receiving_body = True
         self._last_data = self.loop.time()
-        self._arm(self.limits.read_timeout_s)
-        super().on_headers_complete()
+        _parent.on_headers_complete(self)
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
-            super().on_body(body)
+            _parent.on_body(self, body)
 
     def on_message_complete(self) -> None:
         if self._refused:
             return
-        super().on_message_complete()
+        _parent.on_message_complete(self)
         self._in_head, self._receiving_body = True, False
-        self._head_bytes = self._header_count = 0
+        self._head_bytes = 0
         self._head_started = None
-        self._disarm()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
     # -- the read timeout --------------------------------------------------------------------------------------
 
-    def _arm(self, delay_s: float) -> None:
-        self._disarm()
-        self._timer = self.loop.call_later(max(delay_s, 0.0), self._check_time)
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _watch_time(self, delay_s: float | None = None) -> None:
+        """Have `_check_time` run after ``delay_s`` (default: ``read_timeout_s``), unless it is due already."""
+        if self._timer is None:
+            self._timer = self.loop.call_later(
+                self.limits.read_timeout_s if delay_s is None else delay_s, self._check_time
+            )
 
     def _check_time(self) -> None:
+        """Refuse a request that is overdue; else look again when it would be. Nothing to watch between requests."""
         self._timer = None
         now, limit = self.loop.time(), self.limits.read_timeout_s
         if self._in_head and self._head_started is not None:
             if now - self._head_started >= limit:
                 self._refuse(408, f"the request's headers did not arrive within read_timeout_s={limit:g} s")
             else:
-                self._arm(self._head_started + limit - now)
+                self._watch_time(self._head_started + limit - now)
         elif self._receiving_body:
             if self.flow.read_paused:  # the server holds the client back: its pause does not count
                 self._last_data = now
             if now - self._last_data >= limit:
                 self._refuse(408, f"the request's body paused for longer than read_timeout_s={limit:g} s")
             else:
-                self._arm(self._last_data + limit - now)
+                self._watch_time(self._last_data + limit - now)
 
     # -- answering -----------------------------------------------------------------------------------------
 
     def _refuse(self, status: int, message: str) -> None:
         """Answer ``status`` with a JSON error (unless a response has started) and close the connection."""
-        self._disarm()
         self._in_head = self._receiving_body = False
         self._refused = True
         if self.transport.is_closing():

@@ -45,11 +45,11 @@ from ..transport.shm import Arena, remove_segments_of, trim_heap
 from ..version import __version__
 from .connection_limits import ConnectionLimits, limited_protocol
 from .dispatcher import Dispatcher
-from .grpc import GrpcOptions, start_server
+from .grpc_service import GrpcOptions, start_server
 from .health import Readiness
-from .http import HttpOptions, create_app
 from .models import Models
 from .regions import Regions
+from .rest_app import HttpOptions, create_app
 
 log = logging.getLogger("pybind_serve.front")
 

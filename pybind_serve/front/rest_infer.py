@@ -160,7 +160,8 @@ class InferRoute:
         async def parse(spec: ModelSpec) -> InferRequest:
             body = await read_body(receive, headers, limit)
             encoding = headers.get(b"content-encoding")
-            body = await decode_body(body, None if encoding is None else encoding.decode("latin-1"), limit)
+            if encoding is not None:  # (read_body checked the size of a body sent as it is)
+                body = await decode_body(body, encoding.decode("latin-1"), limit)
             return rest.parse_infer_request(body, _header_length(headers), spec, regions)
 
         models, metrics, model = self._models, self._metrics, (name, version)

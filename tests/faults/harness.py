@@ -120,11 +120,17 @@ def grpc_request(value: float, model: str = "fault") -> bytes:
     return bytes(request.SerializeToString())
 
 
-def grpc_infer(channel: grpc.Channel, value: float, model: str = "fault", timeout_s: float = CALL_S) -> Answer:
+def grpc_infer(
+    channel: grpc.Channel,
+    value: float,
+    model: str = "fault",
+    timeout_s: float = CALL_S,
+    metadata: list[tuple[str, str]] | None = None,
+) -> Answer:
     call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
     started = time.monotonic()
     try:
-        call(grpc_request(value, model), timeout=timeout_s)
+        call(grpc_request(value, model), timeout=timeout_s, metadata=metadata)
     except grpc.RpcError as exc:
         code, details = exc.code(), exc.details() or ""
         seconds = time.monotonic() - started

@@ -128,10 +128,16 @@ def owner_killed(mode: str) -> Outcome:
     couple of seconds (a worker busy in user code too), nothing is left in /dev/shm or the temp dir, and the
     requests in flight get an answer or a closed connection at once."""
     outcome = Outcome(f"owner SIGKILLed while the function hangs ({mode})")
-    with server(outcome, model=_instances(mode)) as running, running.http() as http, ThreadPoolExecutor(2) as pool:
+    with (
+        server(outcome, model=_instances(mode)) as running,
+        running.http() as http,
+        running.grpc() as channel,
+        ThreadPoolExecutor(3) as pool,
+    ):
         calls = [pool.submit(http_infer, http, HANG)]
         time.sleep(0.3)
         calls.append(pool.submit(http_infer, http, ECHO))  # queued behind the hung call
+        calls.append(pool.submit(grpc_infer, channel, ECHO))
         time.sleep(0.3)
         running.kill()
         outcome.answers += [call.result() for call in calls]
@@ -260,7 +266,7 @@ def _drip(interval_s: float) -> Iterator[bytes]:
 def huge_header(mode: str = "thread") -> Outcome:
     """A request whose header grows to 128 MiB, then one with 1,000 headers. Needed: 431 (or a closed
     connection) long before 128 MiB are taken in, little memory, other clients served meanwhile."""
-    outcome = Outcome("128 MiB header; 1,000 headers")
+    outcome = Outcome("128 MiB header; 1,000 headers; 1 MiB of gRPC metadata")
     with server(outcome, model=_instances(mode)) as running, running.http() as http:
         before = memory_mib(running.front, "VmHWM")
         port = int(running.info["http"].rsplit(":", 1)[1])
@@ -271,6 +277,9 @@ def huge_header(mode: str = "thread") -> Outcome:
             outcome.figures["header_mib_taken"] = sent / (1 << 20)
             many = {f"x-header-{i}": "v" for i in range(1000)}
             outcome.answers.append(http_call(http, "/v2/models/identity/infer", json=_identity_body(), headers=many))
+            with running.grpc() as channel:  # gRPC metadata past max_header_bytes
+                metadata = [("x-big", "a" * (1 << 20))]
+                outcome.answers.append(grpc_infer(channel, ECHO, "identity", metadata=metadata))
         _memory_figures(outcome, running, before, latencies)
         outcome.notes.append(f"{sent / (1 << 20):.0f} MiB of the header sent before the answer")
     return outcome

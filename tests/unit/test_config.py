@@ -332,6 +332,19 @@ def test_instances_none_or_positive(instances: int | None) -> None:
     assert ModelConfig(instances=instances).instances == instances
 
 
+@pytest.mark.parametrize("timeout_s", [None, 0.001, 1, 2.5, 86_400])
+def test_execution_timeout_is_none_or_positive_seconds(timeout_s: float | None) -> None:
+    assert ModelConfig(execution_timeout_s=timeout_s).execution_timeout_s == timeout_s
+
+
+@pytest.mark.parametrize("timeout_s", [0, -1, float("nan"), float("inf"), True, "1"])
+def test_execution_timeout_must_be_positive_and_finite(timeout_s: Any) -> None:
+    match = "execution_timeout_s must be None (no limit) or a number of seconds > 0, got " + repr(timeout_s)
+    with pytest.raises(ConfigurationError) as caught:
+        ModelConfig(execution_timeout_s=timeout_s)
+    assert caught.value.problems == [match]
+
+
 @pytest.mark.parametrize("instances", [0, -1, 1.0, "2", True])
 def test_instances_must_be_none_or_a_positive_int(instances: Any) -> None:
     match = "instances must be None (run in the binding process) or an int >= 1, got " + repr(instances)

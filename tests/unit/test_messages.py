@@ -35,6 +35,7 @@ COMPLEX = ModelSpec(
         max_batch_size=32,
         decoupled=True,
         instances=3,
+        execution_timeout_s=2.5,
         batcher=DynamicBatcher(
             max_queue_delay_us=1500,
             preferred_batch_sizes=(16, 4, 8, 4),

@@ -436,6 +436,29 @@ def test_close_fails_queued_requests_and_every_next_batch_call(run: Runner) -> N
     run(scenario())
 
 
+def test_fail_queued_fails_what_waits_and_the_queue_goes_on(run: Runner) -> None:
+    async def scenario() -> None:
+        s = scheduler(max_batch_size=4, priority_levels=2, max_queue_delay_us=10_000_000)
+        taken = submit_all(s, "abcd")
+        assert await soon(take(s)) == "abcd"  # dispatched: fail_queued leaves these to the dispatcher
+        waiting = submit_all(s, "ef") + submit_all(s, "g", priority=1)
+        forming = asyncio.ensure_future(s.next_batch())  # waits for the queue delay
+        await asyncio.sleep(0.01)
+        assert s.fail_queued(UnavailableError("no worker is left")) == 3
+        for pending in waiting:
+            with pytest.raises(UnavailableError, match="no worker is left"):
+                await soon(pending.future)
+        assert s.pending_count == 0 and not any(p.future.done() for p in taken)
+        await asyncio.sleep(0.01)
+        assert not forming.done()  # a worker waiting for the next batch still waits: the queue is open
+        submit_all(s, "hijk")
+        assert [p.payload for p in await soon(forming)] == list("hijk")
+        for pending in taken:
+            pending.future.cancel()
+
+    run(scenario())
+
+
 def test_close_leaves_finished_futures_alone(run: Runner) -> None:
     async def scenario() -> None:
         s = scheduler()

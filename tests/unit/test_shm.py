@@ -9,6 +9,7 @@ import itertools
 import os
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from uuid import uuid4
 
@@ -197,6 +198,48 @@ def test_a_full_arena_grows_a_second_segment_twice_as_big(owner: str) -> None:
         arena.close()
     assert not os.path.exists(os.path.join(SHM, full.segment))
     assert not os.path.exists(os.path.join(SHM, more.segment))
+
+
+def test_idle_segments_are_released_but_the_first_and_busy_ones_stay(owner: str) -> None:
+    arena = Arena(owner, "r")
+    try:
+        first = arena.allocate(MIN_SEGMENT)  # fills the first segment
+        second = arena.allocate(64)  # a second segment of 8 MiB
+        third = arena.allocate(9 * MIB)  # and a third of its own
+        arena.free(first)
+        arena.free(third)
+        later = time.monotonic() + 60
+        assert arena.release_idle(later, 10.0) == [third.segment]  # free and idle; the second holds a block
+        assert not os.path.exists(os.path.join(SHM, third.segment))
+        assert arena.release_idle(time.monotonic(), 10.0) == []  # nothing else idle that long
+        arena.free(second)
+        assert arena.release_idle(later, 10.0) == [second.segment]  # never the first segment
+        assert arena.segment_count == 1
+        regrown = arena.allocate(MIN_SEGMENT + 64)  # growth starts again from what is left
+        assert size_of(regrown.segment) == MIN_SEGMENT + 64 and regrown.segment.endswith("_3")
+    finally:
+        arena.close()
+
+
+def test_a_segment_used_lately_is_not_released(owner: str) -> None:
+    arena = Arena(owner, "u")
+    try:
+        arena.allocate(MIN_SEGMENT)
+        block = arena.allocate(64)
+        arena.free(block)
+        assert arena.release_idle(time.monotonic() + 5, 10.0) == []
+        assert arena.release_idle(time.monotonic() + 11, 10.0) == [block.segment]
+    finally:
+        arena.close()
+
+
+def test_a_segment_map_unmaps_what_it_has_not_read_lately(arena: Arena, peer: SegmentMap) -> None:
+    block = arena.allocate(64)
+    arena.view(block)[:3] = b"abc"
+    assert bytes(peer.view(block.segment, block.offset, 3)) == b"abc"
+    assert peer.release_idle(time.monotonic() + 5, 10.0) == [] and len(peer) == 1
+    assert peer.release_idle(time.monotonic() + 11, 10.0) == [block.segment] and len(peer) == 0
+    assert bytes(peer.view(block.segment, block.offset, 3)) == b"abc"  # mapped again when named again
 
 
 def test_a_block_larger_than_the_next_segment_gets_a_segment_of_its_own(owner: str) -> None:

@@ -1,4 +1,5 @@
-"""The KServe v2 REST front (Starlette): health, metadata, config, repository index and infer.
+"""The KServe v2 REST front's application: infer on its own fast path (`rest_infer`), every other route on
+Starlette (health, metadata, config, repository index, statistics, shared memory, generate).
 
 Every error answer is ``{"error": "..."}`` with the status of its `errors` class.
 """
