@@ -15,8 +15,6 @@ thread, with its own ZeroMQ context, so that nothing else waits for it).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import itertools
 import logging
 import multiprocessing
@@ -34,6 +32,7 @@ from typing import Any, TypeVar
 
 import zmq
 
+from .linux import die_with_parent
 from .protocol.messages import ModelSpec
 from .transport.channel import WorkerChannel
 from .transport.shm import Arena, remove_segments_of, segment_prefix
@@ -47,7 +46,6 @@ T = TypeVar("T")
 Notify = Callable[[str, str], None]  # (worker identity, why) -> tell the front
 
 STOP_GRACE_S = 3.0  # how long stopping workers may take in all before the rest are killed or left behind
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -73,21 +71,12 @@ def _run_thread_worker(site: _Site, spec: ModelSpec, fn: ModelFunction, identity
         context.term()
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel to SIGKILL this process when the thread that forked it ends (Linux); exit at once if the
-    parent is already gone."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
 def _raise_terminated(*_: Any) -> None:
     raise Terminated
 
 
 def _process_main(site: _Site, spec: ModelSpec, fn: ModelFunction, identity: str, tag: str, parent: int) -> None:
-    _die_with_parent(parent)
+    die_with_parent(parent)
     os.close(site.lifeline_write_fd)  # else our own copy would keep the lifeline open after the owner died
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the owner, which stops us in order
     signal.signal(signal.SIGTERM, _raise_terminated)

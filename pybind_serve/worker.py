@@ -30,12 +30,13 @@ from typing import Any
 import numpy as np
 
 from .errors import MAX_MESSAGE_CHARS, InferenceError, ModelExecutionError, OutputValidationError, client_message
+from .linux import trim_heap
 from .protocol.messages import ModelSpec
 from .request import STREAM_END, Request
 from .tensor import Tensor
 from .transport.channel import Empty, WorkerChannel
 from .transport.frames import read_group, write_group
-from .transport.shm import Arena, Block, SegmentMap, trim_heap
+from .transport.shm import Arena, Block, SegmentMap
 
 __all__ = ["FailureLog", "Terminated", "Worker"]
 

@@ -37,11 +37,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import StartupError, UnavailableError
+from ..linux import trim_heap
 from ..metrics import Metrics
 from ..protocol.messages import ModelSpec
 from ..transport.channel import endpoint_path
 from ..transport.frames import decode, encode
-from ..transport.shm import Arena, remove_segments_of, trim_heap
+from ..transport.shm import Arena, remove_segments_of
 from ..version import __version__
 from .connection_limits import ConnectionLimits, limited_protocol
 from .dispatcher import Dispatcher
@@ -188,16 +189,18 @@ class Front:
 
     async def _housekeeping(self) -> None:
         """Twice per ``idle_release_s``: give back shared memory no batch used for that long and, once traffic
-        stops, the heap pages that large requests left free (a burst must not keep the front at its peak size)."""
-        seen, idle_s = self.dispatcher.batches_sent, self.options.idle_release_s
+        stopped for a whole period, the heap pages that large requests left free (a burst must not keep the
+        front at its peak size; trimming under load would only make the next requests fault the pages in)."""
+        idle_s, sent, trimmed = self.options.idle_release_s, self.dispatcher.batches_sent, True
         while True:
             await asyncio.sleep(idle_s / 2)
             released = self.dispatcher.release_idle(time.monotonic(), idle_s)
-            sent, quiet = self.dispatcher.batches_sent, not self.dispatcher.busy
-            if released or (quiet and sent != seen):
+            before, sent = sent, self.dispatcher.batches_sent
+            if sent != before:
+                trimmed = False
+            elif released or (not trimmed and not self.dispatcher.busy):
                 trim_heap()
-            if quiet:
-                seen = sent
+                trimmed = True
 
     def _build_servers(self) -> list[tuple[_Server, socket.socket]]:
         options = HttpOptions(self.options.max_body_bytes, __version__)

@@ -12,7 +12,7 @@ shared memory; other systems are not supported.
 Memory follows the load: an arena grows by adding segments during a burst, and `Arena.release_idle` gives back
 the segments it added that have been entirely free for a while (the first one stays); a reader's
 `SegmentMap.release_idle` unmaps what it has not read for as long. A segment's pages return to the system once
-it is unlinked and no process maps it any more; `trim_heap` returns the free pages of the C heap.
+it is unlinked and no process maps it any more.
 
 >>> arena = Arena(owner=f"{os.getpid()}_doc", tag="a")
 >>> block = arena.allocate(12)
@@ -26,8 +26,6 @@ b'abc'
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import mmap
 import os
 import re
@@ -43,7 +41,6 @@ __all__ = [
     "remove_segments_of",
     "remove_stale_segments",
     "segment_prefix",
-    "trim_heap",
 ]
 
 SHM_DIR = "/dev/shm"
@@ -231,17 +228,6 @@ class SegmentMap:
         for segment in self._segments.values():
             segment.close()
         self._segments.clear()
-
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-_malloc_trim = getattr(_libc, "malloc_trim", None)  # glibc only
-
-
-def trim_heap() -> None:
-    """Return the C heap's free pages to the system (glibc's ``malloc_trim``): after a burst of large requests,
-    freed buffers would otherwise keep the process's resident size at its peak."""
-    if _malloc_trim is not None:
-        _malloc_trim(0)
 
 
 def _unlink(name: str) -> None:

@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "pybind_serve"
 LAYERS = {
     "version": 0,
     "errors": 0,
+    "linux": 0,
     "dtypes": 1,
     "tensor": 2,
     "config": 3,
