@@ -21,20 +21,45 @@ def ours_in_shm() -> set[str]:
     return {name for name in os.listdir(SHM) if name.startswith(prefix)}
 
 
-def child_pids() -> set[int]:
-    """Live (non-zombie) children of this process, read from /proc."""
-    me, children = os.getpid(), set()
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, ...), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def alive(pid: int) -> bool:
+    """Whether a process runs; a zombie (exited, not yet reaped by whoever adopted it) does not."""
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def live_parents() -> dict[int, int]:
+    """Every live (non-zombie) process and its parent, read from /proc."""
+    parents = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == me and fields[0] != "Z":
-            children.add(int(entry))
-    return children
+        if entry.isdigit() and (fields := stat_fields(int(entry))) is not None and fields[0] != "Z":
+            parents[int(entry)] = int(fields[1])
+    return parents
+
+
+def children_of(pid: int) -> set[int]:
+    return {child for child, parent in live_parents().items() if parent == pid}
+
+
+def descendants_of(pid: int) -> set[int]:
+    parents, found, frontier = live_parents(), set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def child_pids() -> set[int]:
+    """Live (non-zombie) children of this process."""
+    return children_of(os.getpid())
 
 
 def wait_until(condition, timeout_s: float = 10.0, interval_s: float = 0.02) -> bool:  # type: ignore[no-untyped-def]

@@ -26,6 +26,8 @@ import httpx
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
+from tests.conftest import alive, descendants_of
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("server.py")
 CALL_S = 8.0  # the longest any probe waits for one answer: no answer by then is a lost request
@@ -143,31 +145,6 @@ def grpc_infer(
 # -- the server under test -----------------------------------------------------------------------------------
 
 
-def _stat(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def alive(pid: int) -> bool:
-    fields = _stat(pid)
-    return fields is not None and fields[0] != "Z"
-
-
-def descendants(pid: int) -> set[int]:
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (fields := _stat(int(entry))) is not None and fields[0] != "Z":
-            parents[int(entry)] = int(fields[1])
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
 def memory_mib(pid: int, key: str = "VmRSS") -> float:
     """A ``/proc/<pid>/status`` figure in MiB (VmRSS: resident now, VmHWM: its peak); 0 if the process is gone."""
     try:
@@ -199,7 +176,7 @@ class Server:
     @property
     def front(self) -> int:
         """The front process: the one child of the owner that runs ``pybind_serve.front.process``."""
-        for pid in descendants(self.pid):
+        for pid in descendants_of(self.pid):
             with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
                 if b"pybind_serve.front.process" in f.read():
                     return pid
@@ -230,7 +207,7 @@ class Server:
 
     def look(self) -> set[int]:
         """Note the server's processes now (worker processes come and go)."""
-        found = descendants(self.pid)
+        found = descendants_of(self.pid)
         self.seen |= found
         return found
 

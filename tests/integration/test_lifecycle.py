@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from pybind_serve import ConfigurationError, ModelConfig, PortInUseError, Serve, StartupError, Tensor, batch
+from tests.conftest import alive, children_of, wait_until
 
 TIMEOUT_S = 10.0
 REPO = Path(__file__).resolve().parents[2]
@@ -26,41 +27,6 @@ MakeServe = Callable[..., Serve]
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, interval_s: float = 0.02) -> bool:
-    """Poll ``condition`` until true or timed out; only for what no event announces (a process's exit)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval_s)
-    return condition()
-
-
-def stat_fields(pid: int) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command name (state, ppid, ...), or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def alive(pid: int) -> bool:
-    """Whether a process runs; a zombie (exited, not yet reaped by whoever adopted it) does not."""
-    fields = stat_fields(pid)
-    return fields is not None and fields[0] != "Z"
-
-
-def children_of(pid: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = stat_fields(int(entry))
-            if fields is not None and int(fields[1]) == pid and fields[0] != "Z":
-                found.add(int(entry))
-    return found
 
 
 def segments_of_pid(pid: int) -> list[str]:
