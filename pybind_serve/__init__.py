@@ -6,6 +6,7 @@ False
 """
 
 from .config import DynamicBatcher, ModelConfig, QueuePolicy, TimeoutAction
+from .context import WorkerContext, worker_context
 from .decorators import (
     ConstantPadder,
     batch,
@@ -47,6 +48,7 @@ __all__ = [
     "StartupError",
     "Tensor",
     "TimeoutAction",
+    "WorkerContext",
     "__version__",
     "batch",
     "fill_optionals",
@@ -55,4 +57,5 @@ __all__ = [
     "group_by_values",
     "pad_batch",
     "sample",
+    "worker_context",
 ]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from .errors import ConfigurationError
+from .placement import normalize_devices
 
 __all__ = ["DynamicBatcher", "ModelConfig", "QueuePolicy", "TimeoutAction"]
 
@@ -167,7 +168,13 @@ class ModelConfig:
     - ``decoupled``: the function may answer each request with zero, one or many responses (streaming).
     - ``instances``: ``None`` (default) runs the function in the process that called ``bind`` (a model
       loaded in a notebook is served as is); ``N`` starts N worker processes, each running its own copy
-      (forked from the binding process), for CPU parallelism beyond the GIL.
+      (forked from the binding process), for CPU parallelism beyond the GIL. With ``devices``: instances on
+      each device (Triton's ``instance_group`` count), 1 by default.
+    - ``devices``: where the instances run, each in a worker process of its own: ``"all"`` (every GPU this
+      process sees), a number of GPUs (the first ones), or a list of ``"cuda:<i>"`` and ``"cpu"``. A GPU worker
+      sees only its GPU, as ``cuda:0`` (``CUDA_VISIBLE_DEVICES``), and is started fresh (not forked), so the
+      binding process may use CUDA itself. Asking for GPUs the host does not have is a `ConfigurationError` at
+      ``bind``. See docs/gpu.md.
     - ``execution_timeout_s``: how long the function may take over one batch (for a decoupled model: between
       two of its responses) before that batch's requests fail with `ExecutionTimeoutError` (HTTP 504, gRPC
       DEADLINE_EXCEEDED); ``None`` (default) waits as long as it takes. A worker process that timed out is
@@ -184,6 +191,7 @@ class ModelConfig:
     decoupled: bool = False
     instances: int | None = None
     execution_timeout_s: float | None = None
+    devices: str | int | Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -202,6 +210,10 @@ class ModelConfig:
         inst = self.instances
         if inst is not None and (not isinstance(inst, int) or isinstance(inst, bool) or inst < 1):
             problems.append(f"instances must be None (run in the binding process) or an int >= 1, got {inst!r}")
+        try:
+            object.__setattr__(self, "devices", normalize_devices(self.devices))
+        except ConfigurationError as exc:
+            problems.append(str(exc))
         timeout = self.execution_timeout_s
         if timeout is not None and not (_is_number(timeout) and 0 < timeout < math.inf):
             problems.append(f"execution_timeout_s must be None (no limit) or a number of seconds > 0, got {timeout!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import errno
 import json
@@ -23,9 +24,10 @@ import zmq
 
 from .config import ModelConfig
 from .errors import ConfigurationError, PortInUseError, StartupError
+from .placement import resolve_devices, visible_gpus
 from .protocol.messages import ModelSpec
 from .request import Request
-from .supervisor import Supervisor
+from .supervisor import Supervisor, instance_count
 from .tensor import Tensor
 from .transport.channel import ControlClient, endpoint_path, new_endpoint, remove_stale_endpoints
 from .transport.shm import new_owner, remove_segments_of, remove_stale_segments
@@ -49,7 +51,7 @@ class State(enum.Enum):
 @dataclass(frozen=True)
 class _Binding:
     spec: ModelSpec
-    fn: ModelFunction
+    fn: Any  # a function, a class, or a list of them (one per instance)
 
 
 class Serve:
@@ -144,7 +146,7 @@ class Serve:
     def bind(
         self,
         name: str,
-        fn: ModelFunction,
+        fn: ModelFunction | type | Sequence[ModelFunction | type],
         inputs: Sequence[Tensor],
         outputs: Sequence[Tensor],
         config: ModelConfig | None = None,
@@ -154,17 +156,29 @@ class Serve:
         """Serve ``fn`` as model ``name`` (version ``version``); re-binding a name replaces it.
 
         ``fn`` takes a list of `Request` and returns one dict of outputs per request; decorate it with
-        ``@batch`` or ``@sample`` to write it over arrays instead. With ``strict`` every response is checked
-        against ``outputs`` (names, dtypes, shapes). After `run` the model is loaded live and ``bind``
-        returns once it is ready.
+        ``@batch`` or ``@sample`` to write it over arrays instead. ``fn`` may also be a class: each worker then
+        builds its own instance (``cls(context)`` with its `WorkerContext`, or ``cls()``) and serves it, so a
+        model is loaded where it runs, on its device; or a list of functions (or classes), one per instance.
+        With ``strict`` every response is checked against ``outputs`` (names, dtypes, shapes). After `run` the
+        model is loaded live and ``bind`` returns once it is ready (if it cannot start, ``bind`` raises
+        `StartupError` saying why, and the model is not bound).
         """
         spec = _spec(name, fn, inputs, outputs, config or ModelConfig(), version, strict)
         with self._lock:
             if self._state is State.STOPPED:
                 raise StartupError("this Serve was stopped; create a new one")
+            previous = self._bindings.get((name, version))
             self._bindings[(name, version)] = _Binding(spec, fn)
             if self._state is State.RUNNING:
-                self._load(self._bindings[(name, version)])
+                try:
+                    self._load(self._bindings[(name, version)])
+                except BaseException:
+                    del self._bindings[(name, version)]
+                    with contextlib.suppress(StartupError):
+                        self._unload(name, version)
+                    if previous is not None:
+                        log.warning("%s: the model it replaced was unloaded too", spec.label)
+                    raise
 
     def unbind(self, name: str, version: int | None = None) -> None:
         """Stop serving a model (every version of it unless ``version`` is given)."""
@@ -344,16 +358,17 @@ class Serve:
         if old is not None:
             self._supervisor.stop_group(spec.name, spec.version)
         self._supervisor.start(spec, binding.fn)
-        try:
-            self._call(
-                "wait_ready",
-                self.startup_timeout_s + 1,
-                name=spec.name,
-                version=spec.version,
-                wait_s=self.startup_timeout_s,
-            )
-        except StartupError as exc:
-            raise StartupError(f"{spec.label} did not become ready: {exc}") from None
+        assert self._control is not None
+        reply = self._control.call(
+            "wait_ready",
+            self.startup_timeout_s + 1,
+            alive=self._front_alive,
+            name=spec.name,
+            version=spec.version,
+            wait_s=self.startup_timeout_s,
+        )
+        if not reply.get("ok"):
+            raise StartupError(f"{spec.label} did not become ready: {reply.get('error')}")
 
     def _unload(self, name: str, version: int) -> None:
         assert self._supervisor is not None
@@ -410,8 +425,10 @@ def _spec(
     problems = []
     if not isinstance(name, str) or not name or "/" in name:
         problems.append(f"name must be a non-empty string without '/', got {name!r}")
-    if not callable(fn):
-        problems.append(f"fn must be callable, got {type(fn).__name__}")
+    functions = list(fn) if isinstance(fn, (list, tuple)) else [fn]
+    if not functions or not all(callable(f) for f in functions):
+        got = type(fn).__name__ if not isinstance(fn, (list, tuple)) else f"a list of {len(functions)}"
+        problems.append(f"fn must be callable, a class, or a non-empty list of them, got {got}")
     for kind, tensors in (("inputs", inputs), ("outputs", outputs)):
         if not tensors or not all(isinstance(t, Tensor) for t in tensors):
             problems.append(f"{kind} must be a non-empty list of Tensor")
@@ -421,9 +438,21 @@ def _spec(
         problems.append(f"version must be an int >= 1, got {version!r}")
     if not isinstance(config, ModelConfig):
         problems.append(f"config must be a ModelConfig, got {type(config).__name__}")
+    elif config.devices is not None:
+        try:  # "all", a count: the GPUs of this host, now
+            config = dataclasses.replace(config, devices=resolve_devices(config.devices, visible_gpus()))
+        except ConfigurationError as exc:
+            problems.append(str(exc))
     if problems:
         raise ConfigurationError.collect(f"bind({name!r})", problems)
-    return ModelSpec(name, version, tuple(inputs), tuple(outputs), config, strict)
+    placed = config.instances is not None or config.devices is not None  # else: one thread per function
+    threads = 1 if placed else len(functions)
+    spec = ModelSpec(name, version, tuple(inputs), tuple(outputs), config, strict, threads)
+    if isinstance(fn, (list, tuple)) and placed and len(fn) != (count := instance_count(spec)):
+        raise ConfigurationError.collect(
+            f"bind({name!r})", [f"{len(fn)} functions for {count} instances: give one per instance"]
+        )
+    return spec
 
 
 def _port_problems(ports: dict[str, int | None]) -> list[str]:

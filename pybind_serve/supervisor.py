@@ -1,44 +1,47 @@
 """Starts, watches and stops the workers of bound models, in the owner's process.
 
-A model bound with ``instances=None`` runs in a thread of the process that called ``bind``; with
-``instances=N`` it runs in N worker processes forked from it (so each has its own copy of the function, and
-nothing is pickled). A worker process that dies is reported to the front (its batch in flight fails) and
-started again: at once the first time, then after a delay that doubles while it keeps dying soon after its
-start (`Backoff`), so a function that crashes its process at every start does not restart in a tight loop.
+A model's workers follow its config: ``instances=None`` runs the function in one thread of the process that
+called ``bind`` (a list of functions: one thread each); ``instances=N`` in N worker processes; ``devices`` in
+worker processes placed on those devices (`placement.plan`). How each starts (thread, fork, spawn) is
+`worker_process`'s business. A worker process that dies is reported to the front (its batch in flight fails) and
+started again on the same device: at once the first time, then after a delay that doubles while it keeps dying
+soon after its start (`Backoff`), so a function that crashes its process at every start does not restart in a
+tight loop.
 
-Worker processes stop when asked (SIGTERM, then SIGKILL after `STOP_GRACE_S`), and die with the owner however
-it dies: each is forked by the supervisor's own thread, which lives as long as the owner's `Serve`, and asks
-the kernel for SIGKILL when its parent goes (``PR_SET_PDEATHSIG``), so a worker stuck in user code does not
-outlive a killed owner. A worker thread stuck in user code cannot be stopped: it is left behind (a daemon
-thread, with its own ZeroMQ context, so that nothing else waits for it).
+Worker processes stop when asked (SIGTERM, then SIGKILL after `STOP_GRACE_S`), and die with the owner however it
+dies: each is started by the supervisor's own thread, which lives as long as the owner's `Serve`, and asks the
+kernel for SIGKILL when its parent goes, so a worker stuck in user code does not outlive a killed owner. A worker
+thread stuck in user code cannot be stopped: it is left behind (a daemon thread, with its own ZeroMQ context, so
+that nothing else waits for it).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import multiprocessing
 import multiprocessing.connection
 import os
 import queue
 import signal
+import sys
 import threading
 import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import zmq
 
-from .linux import die_with_parent
+from .context import WorkerContext
+from .errors import ConfigurationError
+from .placement import Placement, plan, visible_gpus
 from .protocol.messages import ModelSpec
-from .transport.channel import WorkerChannel
-from .transport.shm import Arena, remove_segments_of, segment_prefix
-from .worker import ModelFunction, Terminated, Worker
+from .transport.shm import remove_segments_of
+from .worker import ModelFunction
+from .worker_process import Job, Site, fork, run_thread, spawn
 
-__all__ = ["STOP_GRACE_S", "Backoff", "Supervisor", "WorkerGroup"]
+__all__ = ["STOP_GRACE_S", "Backoff", "Supervisor", "WorkerGroup", "instance_count"]
 
 log = logging.getLogger("pybind_serve")
 
@@ -48,47 +51,69 @@ Notify = Callable[[str, str], None]  # (worker identity, why) -> tell the front
 STOP_GRACE_S = 3.0  # how long stopping workers may take in all before the rest are killed or left behind
 
 
+class _Handle(Protocol):
+    """A worker process: a `multiprocessing.Process` (forked) or a `worker_process.ProcessHandle` (spawned)."""
+
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def sentinel(self) -> int: ...
+    @property
+    def exitcode(self) -> int | None: ...
+    def join(self, timeout: float | None = None) -> None: ...
+    def is_alive(self) -> bool: ...
+    def terminate(self) -> None: ...
+    def kill(self) -> None: ...
+
+
 @dataclass(frozen=True)
-class _Site:
-    """Where workers connect and how their segments are named."""
+class _Plan:
+    """One instance of a model: what it serves, where, and how it starts."""
 
-    endpoint: str
-    owner: str
-    lifeline_fd: int
-    lifeline_write_fd: int
-    idle_release_s: float
+    fn: ModelFunction
+    placement: Placement | None  # None: a thread of the binding process
+    spawn: bool = False
 
 
-def _run_thread_worker(site: _Site, spec: ModelSpec, fn: ModelFunction, identity: str, tag: str, stop_fd: int) -> None:
-    # A context of its own: if the function never returns, the owner's context can still be terminated.
-    context: zmq.Context[Any] = zmq.Context()
+def instance_count(spec: ModelSpec, gpus: Sequence[str] | None = None) -> int:
+    """How many workers a model's config asks for (a list of functions must have one per instance)."""
+    config = spec.config
+    if config.devices is not None:
+        return len(_placements(spec, visible_gpus() if gpus is None else gpus))
+    return config.instances or 1
+
+
+def _placements(spec: ModelSpec, gpus: Sequence[str]) -> list[Placement]:
+    config = spec.config
+    if config.devices is None:
+        return [Placement(i, "cpu", "cpu", "") for i in range(config.instances or 0)]
+    assert isinstance(config.devices, tuple), "bind() resolves the devices"
+    return plan(config.devices, config.instances or 1, gpus)
+
+
+def _plans(spec: ModelSpec, fn: ModelFunction | Sequence[ModelFunction]) -> list[_Plan]:
+    functions = list(fn) if isinstance(fn, (list, tuple)) else None
+    if spec.config.devices is None and spec.config.instances is None:
+        return [_Plan(f, None) for f in functions or [fn]]
+    placements = _placements(spec, visible_gpus())
+    if functions is not None and len(functions) != len(placements):
+        raise ConfigurationError(
+            f"{spec.label}: {len(functions)} functions for {len(placements)} instances; give one per instance"
+        )
+    cuda_in_use = _cuda_initialized()
+    return [
+        _Plan(functions[p.instance] if functions else fn, p, spawn=p.gpu or cuda_in_use)  # type: ignore[arg-type]
+        for p in placements
+    ]
+
+
+def _cuda_initialized() -> bool:
+    """Whether this process has initialised CUDA through torch (a child forked from it could not use CUDA)."""
+    torch = sys.modules.get("torch")
     try:
-        channel = WorkerChannel(context, site.endpoint, identity, stop_fd)
-        worker = Worker(spec, fn, channel, Arena(site.owner, tag), idle_release_s=site.idle_release_s)
-        worker.serve(segment_prefix(site.owner, tag))
-    finally:
-        os.close(stop_fd)
-        context.term()
-
-
-def _raise_terminated(*_: Any) -> None:
-    raise Terminated
-
-
-def _process_main(site: _Site, spec: ModelSpec, fn: ModelFunction, identity: str, tag: str, parent: int) -> None:
-    die_with_parent(parent)
-    os.close(site.lifeline_write_fd)  # else our own copy would keep the lifeline open after the owner died
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the owner, which stops us in order
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    context: zmq.Context[Any] = zmq.Context()
-    try:
-        channel = WorkerChannel(context, site.endpoint, identity, site.lifeline_fd)
-        worker = Worker(spec, fn, channel, Arena(site.owner, tag), os.getpid(), site.idle_release_s)
-        worker.serve(segment_prefix(site.owner, tag))
-    except Terminated:
-        pass
-    finally:
-        context.destroy(linger=0)
+        return bool(torch is not None and torch.cuda.is_initialized())
+    except Exception:  # a torch without CUDA, or a module that only looks like it
+        return False
 
 
 @dataclass(eq=False)
@@ -108,7 +133,8 @@ class _Thread:
 class _Process:
     identity: str
     tag: str
-    process: multiprocessing.process.BaseProcess
+    plan: _Plan
+    process: _Handle
     started: float = field(default_factory=time.monotonic)
 
 
@@ -138,17 +164,16 @@ class WorkerGroup:
     """The workers of one bound model version."""
 
     spec: ModelSpec
-    fn: ModelFunction
     threads: list[_Thread] = field(default_factory=list)
     processes: list[_Process] = field(default_factory=list)
     backoff: Backoff = field(default_factory=Backoff)
-    restarts_due: list[float] = field(default_factory=list)  # monotonic times of the replacements to start
+    restarts_due: list[tuple[float, _Plan]] = field(default_factory=list)  # (monotonic time, what) to start
 
 
 class Supervisor:
     """Every worker of one `Serve`; its thread forks every worker process and restarts those that die."""
 
-    def __init__(self, site: _Site, context: zmq.Context[Any], notify: Notify) -> None:
+    def __init__(self, site: Site, context: zmq.Context[Any], notify: Notify) -> None:
         self._site, self._context, self._notify = site, context, notify
         self._groups: dict[tuple[str, int], WorkerGroup] = {}
         self._ids = itertools.count(1)
@@ -169,18 +194,25 @@ class Supervisor:
         notify: Notify,
         idle_release_s: float = 10.0,
     ) -> Supervisor:
-        return cls(_Site(endpoint, owner, lifeline[0], lifeline[1], idle_release_s), context, notify)
+        return cls(Site(endpoint, owner, lifeline[0], lifeline[1], idle_release_s), context, notify)
 
-    def start(self, spec: ModelSpec, fn: ModelFunction) -> WorkerGroup:
-        group = WorkerGroup(spec, fn)
+    def start(self, spec: ModelSpec, fn: ModelFunction | Sequence[ModelFunction]) -> WorkerGroup:
+        """Start the workers of a model version. Raises `ConfigurationError` (functions and instances do not
+        match) and `TypeError` (a function that cannot be sent to a spawned worker)."""
+        plans = _plans(spec, fn)
+        group = WorkerGroup(spec)
+
+        def start_processes() -> None:
+            group.processes.extend(self._start_process(spec, p) for p in plans if p.placement is not None)
+
+        try:
+            group.threads.extend(self._start_thread(spec, p, i) for i, p in enumerate(plans) if p.placement is None)
+            self._on_monitor(start_processes)
+        except BaseException:
+            _stop([group], self._site.owner, STOP_GRACE_S)
+            raise
         with self._lock:
-            if spec.config.instances is None:
-                group.threads.append(self._start_thread(spec, fn))
             self._groups[(spec.name, spec.version)] = group
-        if spec.config.instances is not None:
-            started = self._on_monitor(lambda: [self._start_process(group) for _ in range(spec.config.instances or 0)])
-            with self._lock:
-                group.processes.extend(started)
         self._wake()
         return group
 
@@ -191,26 +223,27 @@ class Supervisor:
         n = next(self._ids)
         return f"worker-{n}:{spec.name}:{spec.version}", f"w{n}"
 
-    def _start_thread(self, spec: ModelSpec, fn: ModelFunction) -> _Thread:
+    def _job(self, spec: ModelSpec, plan: _Plan, index: int) -> Job:
         identity, tag = self._identity(spec)
-        read_fd, write_fd = os.pipe()
-        args = (self._site, spec, fn, identity, tag, read_fd)
-        thread = threading.Thread(target=_run_thread_worker, args=args, name=f"pybind_serve-{identity}", daemon=True)
-        thread.start()
-        return _Thread(identity, thread, write_fd)
+        placement = plan.placement or Placement(index, "cpu", "cpu", "")
+        context = WorkerContext(spec.name, spec.version, placement.instance, placement.device, placement.host_device)
+        visible = placement.visible_devices if plan.spawn else None
+        return Job(self._site, spec, plan.fn, context, identity, tag, visible)
 
-    def _start_process(self, group: WorkerGroup) -> _Process:
-        """Fork a worker process; only ever on the monitor thread, which outlives every worker (the kernel
-        kills a worker when the thread that forked it ends)."""
-        identity, tag = self._identity(group.spec)
-        context = multiprocessing.get_context("fork")
-        args = (self._site, group.spec, group.fn, identity, tag, os.getpid())
-        process = context.Process(target=_process_main, args=args, name=identity, daemon=True)
-        with warnings.catch_warnings():
-            # Python 3.12+ warns about fork in a threaded process; the child only starts fresh sockets of its own.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            process.start()
-        return _Process(identity, tag, process)
+    def _start_thread(self, spec: ModelSpec, plan: _Plan, index: int) -> _Thread:
+        job = self._job(spec, plan, index)
+        read_fd, write_fd = os.pipe()
+        thread = threading.Thread(target=run_thread, args=(job, read_fd), name=f"pybind_serve-{job.identity}")
+        thread.daemon = True
+        thread.start()
+        return _Thread(job.identity, thread, write_fd)
+
+    def _start_process(self, spec: ModelSpec, plan: _Plan) -> _Process:
+        """Start a worker process; only ever on the monitor thread, which outlives every worker (the kernel
+        kills a worker when the thread that started it ends)."""
+        assert plan.placement is not None
+        job = self._job(spec, plan, plan.placement.instance)
+        return _Process(job.identity, job.tag, plan, spawn(job) if plan.spawn else fork(job))
 
     def _on_monitor(self, task: Callable[[], T]) -> T:
         """Run ``task`` on the monitor thread and return its result."""
@@ -249,7 +282,7 @@ class Supervisor:
                 if self._stopping:
                     break
                 sentinels = {p.process.sentinel: (g, p) for g in self._groups.values() for p in g.processes}
-                due = [t for g in self._groups.values() for t in g.restarts_due]
+                due = [t for g in self._groups.values() for t, _ in g.restarts_due]
             timeout = max(min(due) - time.monotonic(), 0.0) if due else None
             ready = multiprocessing.connection.wait([self._wake_read, *sentinels], timeout)
             if self._wake_read in ready:
@@ -282,7 +315,7 @@ class Supervisor:
             group.processes.remove(dead)
             remove_segments_of(self._site.owner, dead.tag)
             delay = group.backoff.died(time.monotonic() - dead.started)
-            group.restarts_due.append(time.monotonic() + delay)
+            group.restarts_due.append((time.monotonic() + delay, dead.plan))
         why = f"process (pid {dead.process.pid}) {_exit_description(dead.process.exitcode)}"
         if delay:
             why += f"; it keeps dying ({group.backoff.failures} times in a row), next start in {delay:g} s"
@@ -293,10 +326,13 @@ class Supervisor:
         now = time.monotonic()
         with self._lock:
             for group in self._groups.values():
-                due = [t for t in group.restarts_due if t <= now]
-                for t in due:
-                    group.restarts_due.remove(t)
-                    group.processes.append(self._start_process(group))
+                due = [entry for entry in group.restarts_due if entry[0] <= now]
+                for entry in due:
+                    group.restarts_due.remove(entry)
+                    try:
+                        group.processes.append(self._start_process(group.spec, entry[1]))
+                    except Exception:
+                        log.exception("%s: could not start a worker process", group.spec.label)
 
 
 def _exit_description(code: int | None) -> str:

@@ -28,9 +28,10 @@ class ModelEntry:
     spec: ModelSpec
     scheduler: Scheduler
     workers: set[str] = field(default_factory=set)
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
     on_change: Callable[[], None] = field(default=lambda: None, repr=False)  # readiness may have flipped
     reason: str = "no worker has started yet"  # why it is not ready (kept while it is)
+    start_failed: asyncio.Event = field(default_factory=asyncio.Event)  # a worker could not build its function
+    workers_changed: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) on each change
 
     @property
     def is_ready(self) -> bool:
@@ -38,8 +39,17 @@ class ModelEntry:
 
     def add_worker(self, identity: str) -> None:
         self.workers.add(identity)
-        self.ready.set()
+        self._changed()
+
+    def _changed(self) -> None:
+        self.workers_changed.set()
+        self.workers_changed = asyncio.Event()
         self.on_change()
+
+    async def wait_started(self) -> None:
+        """Until every instance of the model serves, or one could not start (`start_failed`)."""
+        while len(self.workers) < self.spec.instance_count and not self.start_failed.is_set():
+            await self.workers_changed.wait()
 
     def remove_worker(self, identity: str, why: str) -> None:
         """A worker can no longer take batches (``why`` says what happened to it)."""
@@ -48,9 +58,15 @@ class ModelEntry:
         self.workers.discard(identity)
         if not self.workers:
             self.reason = why
-            self.ready.clear()
             self.scheduler.fail_queued(self.not_ready())
-        self.on_change()
+        self._changed()
+
+    def worker_failed(self, error: str) -> None:
+        """A worker could not start (building its function raised ``error``)."""
+        if not self.workers:
+            self.reason = f"its worker could not start: {error}"
+        self.start_failed.set()
+        self._changed()
 
     def not_ready(self) -> ModelNotReadyError:
         return ModelNotReadyError(f"{self.spec.label} is not ready: {self.reason}")

@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..errors import StartupError, UnavailableError
+from ..errors import ModelNotFoundError, StartupError, UnavailableError
 from ..linux import trim_heap
 from ..metrics import Metrics
 from ..protocol.messages import ModelSpec
@@ -245,6 +245,8 @@ class Front:
             self.dispatcher.answer(frame)
         elif op == "hello":
             self._hello(identity, frame)
+        elif op == "failed":
+            self._failed(identity, frame)
         elif op in self._control:
             asyncio.get_running_loop().create_task(self._answer(identity, frame))
         else:
@@ -260,12 +262,17 @@ class Front:
             return
         self.dispatcher.register(identity, entry, frame["segments"], frame.get("pid"))
 
+    def _failed(self, identity: bytes, frame: dict[str, Any]) -> None:
+        with contextlib.suppress(ModelNotFoundError):  # unloaded meanwhile
+            self.models.find(frame["model"], frame["version"]).worker_failed(frame["error"])
+
     async def _answer(self, identity: bytes, frame: dict[str, Any]) -> None:
         try:
             result = await self._control[frame["op"]](frame)
             reply = {"call": frame.get("call"), "ok": True, **(result or {})}
         except Exception as exc:
-            reply = {"call": frame.get("call"), "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            error = str(exc) if isinstance(exc, StartupError) else f"{type(exc).__name__}: {exc}"
+            reply = {"call": frame.get("call"), "ok": False, "error": error}
         self.send(identity, reply)
 
     async def _ping(self, _: dict[str, Any]) -> dict[str, Any]:
@@ -280,8 +287,16 @@ class Front:
             await self.dispatcher.retire(entry, self.options.drain_timeout_s)
 
     async def _wait_ready(self, frame: dict[str, Any]) -> None:
+        """Until every instance serves the model (as Triton loads every instance before the model is ready);
+        `StartupError` at once if one could not start, or after ``wait_s``."""
         entry = self.models.find(frame["name"], frame["version"])
-        await asyncio.wait_for(entry.ready.wait(), frame["wait_s"])
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(entry.wait_started(), frame["wait_s"])
+        if entry.start_failed.is_set():
+            raise StartupError(entry.reason)
+        expected, up = entry.spec.instance_count, len(entry.workers)
+        if up < expected:
+            raise StartupError(f"{up} of its {expected} instances were ready within {frame['wait_s']:g} s")
 
     async def _status(self, _: dict[str, Any]) -> dict[str, Any]:
         return {"ready": self.is_ready()}

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import DynamicBatcher, QueuePolicy
+from ..placement import instance_groups
 from ..tensor import Tensor
 from .messages import ModelSpec
 
@@ -63,7 +64,7 @@ def model_config(spec: ModelSpec) -> dict[str, Any]:
         "max_batch_size": config.effective_max_batch_size,
         "input": [_input_config(tensor) for tensor in spec.inputs],
         "output": [_output_config(tensor) for tensor in spec.outputs],
-        "instance_group": [{"name": f"{spec.name}_0", "kind": "KIND_CPU", "count": config.instances or 1}],
+        "instance_group": instance_groups(spec.name, config.devices, config.instances or spec.threads),
         "model_transaction_policy": {"decoupled": config.decoupled},
     }
     if config.batching:

@@ -25,6 +25,18 @@ class ModelSpec:
     outputs: tuple[Tensor, ...]
     config: ModelConfig
     strict: bool = False
+    threads: int = 1  # worker threads in the binding process (one per function bound), without instances/devices
+
+    @property
+    def instance_count(self) -> int:
+        """How many workers serve the model: one per device and instance (``devices`` resolved), ``instances``
+        processes, or one thread per function bound."""
+        config = self.config
+        if isinstance(config.devices, tuple):
+            return len(config.devices) * (config.instances or 1)
+        if isinstance(config.devices, int):
+            return config.devices * (config.instances or 1)
+        return config.instances or self.threads
 
     @property
     def label(self) -> str:
@@ -40,6 +52,7 @@ class ModelSpec:
             "outputs": [_tensor_to_wire(t) for t in self.outputs],
             "config": _config_to_wire(self.config),
             "strict": self.strict,
+            "threads": self.threads,
         }
 
     @classmethod
@@ -51,6 +64,7 @@ class ModelSpec:
             outputs=tuple(_tensor_from_wire(t) for t in data["outputs"]),
             config=_config_from_wire(data["config"]),
             strict=data["strict"],
+            threads=data["threads"],
         )
 
 
@@ -109,6 +123,7 @@ def _config_to_wire(config: ModelConfig) -> dict[str, Any]:
         "decoupled": config.decoupled,
         "instances": config.instances,
         "execution_timeout_s": config.execution_timeout_s,
+        "devices": list(config.devices) if isinstance(config.devices, tuple) else config.devices,
         "batcher": {
             "max_queue_delay_us": batcher.max_queue_delay_us,
             "preferred_batch_sizes": list(batcher.preferred_batch_sizes),
@@ -134,5 +149,6 @@ def _config_from_wire(data: dict[str, Any]) -> ModelConfig:
         decoupled=data["decoupled"],
         instances=data["instances"],
         execution_timeout_s=data["execution_timeout_s"],
+        devices=data["devices"],
         batcher=DynamicBatcher(**batcher),
     )

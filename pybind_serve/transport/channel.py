@@ -86,8 +86,10 @@ class WorkerChannel:
             if timeout_ms is not None:
                 raise Empty
 
-    def close(self) -> None:
-        self.socket.close(linger=0)
+    def close(self, linger_ms: int = 0) -> None:
+        """Close the socket; frames not yet sent are dropped unless ``linger_ms`` gives them that long."""
+        if not self.socket.closed:
+            self.socket.close(linger=linger_ms)
 
 
 class ControlClient:

@@ -201,7 +201,7 @@ def test_bind_lists_every_problem(make_serve: MakeServe) -> None:
     message = str(caught.value)
     assert message.startswith("bind('m') is invalid:")
     assert len(caught.value.problems) == 3
-    assert "fn must be callable, got str" in message
+    assert "fn must be callable, a class, or a non-empty list of them, got str" in message
     assert "inputs have duplicate names: ['a', 'a']" in message
     assert "version must be an int >= 1, got 0" in message
 

@@ -17,6 +17,7 @@ LAYERS = {
     "errors": 0,
     "linux": 0,
     "dtypes": 1,
+    "placement": 1,
     "tensor": 2,
     "config": 3,
     "request": 3,
@@ -26,12 +27,14 @@ LAYERS = {
     "transport": 5,
     "metrics": 5,
     "client": 5,  # uses protocol, dtypes, tensor and errors only: it runs beside any KServe v2 server
+    "context": 4,
     "worker": 6,
     "front": 6,
-    "supervisor": 7,
-    "serve": 8,
-    "__init__": 9,
-    "integrations": 9,  # optional bridges: may use serve, and __init__ must never import them
+    "worker_process": 7,
+    "supervisor": 8,
+    "serve": 9,
+    "__init__": 10,
+    "integrations": 10,  # optional bridges: may use serve, and __init__ must never import them
 }
 
 
