@@ -40,6 +40,7 @@ import wrapt
 
 from .errors import ConfigurationError, DecoratorUsageError
 from .request import STREAM_END, Request
+from .torch_outputs import is_torch_tensor
 
 __all__ = [
     "ConstantPadder",
@@ -218,7 +219,8 @@ def _as_outputs(name: str, result: Any) -> dict[str, np.ndarray]:
         raise DecoratorUsageError(
             f"{name}: the function must return a dict of output name to array, got {type(result).__name__}"
         )
-    return {key: np.asarray(value) for key, value in result.items()}
+    # torch tensors stay as they are (on their device) until the worker writes them out: see torch_outputs.
+    return {key: value if is_torch_tensor(value) else np.asarray(value) for key, value in result.items()}
 
 
 def _check_rows(name: str, outputs: Mapping[str, np.ndarray], rows: int, what: str) -> None:

@@ -21,6 +21,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .system_metrics import SystemMetrics
+
 __all__ = ["Metrics", "ModelStats"]
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -90,11 +92,16 @@ class ModelStats:
 class Metrics:
     """The counters of every model version of one server, and their Prometheus rendering."""
 
-    def __init__(self, pending: Callable[[], dict[tuple[str, int], int]] | None = None) -> None:
+    def __init__(
+        self, pending: Callable[[], dict[tuple[str, int], int]] | None = None, system: SystemMetrics | None = None
+    ) -> None:
         self._models: dict[tuple[str, int], ModelStats] = {}
         self._pending = pending or dict
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(MetricsCollector(self))
+        self._system = system
+        if system is not None:
+            self.registry.register(system)
 
     def model(self, name: str, version: int) -> ModelStats:
         stats = self._models.get((name, version))
@@ -110,7 +117,8 @@ class Metrics:
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
-        return _render_counters(self.items()) + generate_latest(self.registry)
+        system = self._system.render_counters() if self._system is not None else b""
+        return _render_counters(self.items()) + system + generate_latest(self.registry)
 
 
 class MetricsCollector(Collector):

@@ -17,13 +17,22 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigurationError
 
-__all__ = ["ALL", "Placement", "instance_groups", "normalize_devices", "plan", "resolve_devices", "visible_gpus"]
+__all__ = [
+    "ALL",
+    "Placement",
+    "instance_groups",
+    "listed_gpus",
+    "normalize_devices",
+    "plan",
+    "resolve_devices",
+    "visible_gpus",
+]
 
 ALL = "all"
 _CUDA = re.compile(r"^cuda:(\d+)$")
@@ -45,20 +54,26 @@ class Placement:
         return self.device != "cpu"
 
 
-def visible_gpus(environ: dict[str, str] | None = None) -> list[str]:
+def listed_gpus(environ: Mapping[str, str] | None = None) -> list[str] | None:
+    """The GPUs ``CUDA_VISIBLE_DEVICES`` lets this process use (indices or UUIDs); None when it is not set."""
+    listed = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return None
+    visible = []
+    for name in (name.strip() for name in listed.split(",")):
+        if not name or name.startswith("-"):  # CUDA stops at the first entry that names no GPU ("-1" hides all)
+            break
+        visible.append(name)
+    return visible
+
+
+def visible_gpus(environ: Mapping[str, str] | None = None) -> list[str]:
     """The GPUs this process can use, as the values a child's ``CUDA_VISIBLE_DEVICES`` takes (indices or UUIDs):
     those ``CUDA_VISIBLE_DEVICES`` lists when it is set, else every GPU of the NVIDIA driver. No CUDA library is
     loaded to find out."""
-    env = os.environ if environ is None else environ
-    listed = env.get("CUDA_VISIBLE_DEVICES")
+    listed = listed_gpus(environ)
     if listed is not None:
-        names = [name.strip() for name in listed.split(",")]
-        visible = []
-        for name in names:  # CUDA stops at the first entry that names no GPU ("-1" hides them all)
-            if not name or name.startswith("-"):
-                break
-            visible.append(name)
-        return visible
+        return listed
     try:
         return [str(i) for i in range(len(os.listdir(_NVIDIA_PROC)))]
     except OSError:

@@ -34,6 +34,7 @@ from .linux import trim_heap
 from .protocol.messages import ModelSpec
 from .request import STREAM_END, Request
 from .tensor import Tensor
+from .torch_outputs import from_torch, is_torch_tensor
 from .transport.channel import Empty, WorkerChannel
 from .transport.frames import read_group, write_group
 from .transport.shm import Arena, Block, SegmentMap
@@ -259,8 +260,14 @@ class Worker:
         label = f"output {tensor.name!r} of {self.spec.label}"
         if tensor.name not in response:
             raise OutputValidationError(f"{label}: missing from the function's response (got {sorted(response)})")
-        array = np.asarray(response[tensor.name])
-        array = _conform_dtype(label, tensor, array, self.spec.strict)
+        value = response[tensor.name]
+        if is_torch_tensor(value):
+            try:
+                array: Any = from_torch(value, tensor.dtype, self.spec.strict)
+            except TypeError as exc:
+                raise OutputValidationError(f"{label}: expected {tensor.datatype}, {exc}") from None
+        else:
+            array = _conform_dtype(label, tensor, np.asarray(value), self.spec.strict)
         if self.spec.strict:
             _check_shape(label, tensor, array, _rows(request) if self.spec.config.batching else None)
         return array

@@ -4,16 +4,19 @@ same model's offline throughput at the same batch size, in one run.
 Clients send uint8 224x224x3 images (the model casts on the GPU) in requests of ``--images-per-request``
 images, from ``--clients`` processes of ``--threads`` threads each, through `pybind_serve.client.ModelClient`
 over HTTP and gRPC; the model returns the top-1 class of each image (int64), so the answer path stays small.
-Served images/s are counted over ``--seconds`` after a warm-up; the model runs in ``--instances`` worker
-processes (each builds its own copy at its first batch), or in the binding process when that is not given.
-Each protocol runs twice: tensors in the requests (the network path), and through system shared memory
-(``ModelClient(..., shared_memory=True)``: the images written into a registered /dev/shm region, the labels
-read back from it).
+Served images/s are counted over ``--seconds`` after a warm-up. The model is bound as a class (`ResNet50`), so
+each worker builds its own copy where it runs: with ``--devices`` (``all``, or ``cuda:0,cuda:1``) in worker
+processes placed on those GPUs, ``--instances`` on each; else in the binding process (or ``--instances`` worker
+processes). Offline throughput is measured in the binding process first, so CUDA is initialised there before
+``bind``, as in a notebook that tried the model before serving it. Each protocol runs twice: tensors in the
+requests (the network path), and through system shared memory (``ModelClient(..., shared_memory=True)``: the
+images written into a registered /dev/shm region, the labels read back from it). The labels leave the GPU as a
+torch tensor, copied from the device straight into shared memory.
 
-    python benchmarks/gpu/resnet50.py --instances 4                # on a CUDA machine
+    python benchmarks/gpu/resnet50.py --devices all --instances 4   # on a CUDA machine
     python benchmarks/gpu/resnet50.py --device cpu --tiny --batch 4 --seconds 2 --images-per-request 2   # smoke
 
-Writes ``<out>/gpu_resnet50.json`` and ``.md``.
+Writes ``<out>/<name>.json`` and ``.md`` (``--name``, default gpu_resnet50).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pybind_serve import batch
 
 HERE = Path(__file__).resolve().parent
 
@@ -195,23 +200,40 @@ def server_processes() -> tuple[int | None, list[int]]:
     return front, workers
 
 
-def offline_process(args: argparse.Namespace, results: Any) -> None:
-    """Offline throughput in a process of its own, so that the server's process never initialises CUDA
-    before it forks its worker processes (``--instances``)."""
+def measure_offline(args: argparse.Namespace) -> tuple[str, dict[str, float]]:
+    """Offline throughput, in this process (which initialises CUDA here, before any model is bound)."""
     import torch
 
     name = torch.cuda.get_device_name() if args.device != "cpu" else platform.processor() or "cpu"
-    results.put((name, offline(build_model(args.device, args.tiny), args.device, args.batch, args.seconds)))
+    model = build_model(args.device, args.tiny)
+    figures = offline(model, args.device, args.batch, args.seconds)
+    del model
+    if args.device != "cpu":
+        torch.cuda.empty_cache()
+    return name, figures
 
 
-def measure_offline(args: argparse.Namespace) -> tuple[str, dict[str, float]]:
-    context = mp.get_context("spawn")
-    queue = context.Queue()
-    measure = context.Process(target=offline_process, args=(args, queue))
-    measure.start()
-    found: tuple[str, dict[str, float]] = queue.get(timeout=600)
-    measure.join()
-    return found
+class ResNet50:
+    """The served model: built once in each worker, on the worker's device (``DEVICE`` where the worker has none:
+    the binding process, or CPU instances)."""
+
+    DEVICE = "cuda"
+    TINY = False
+
+    def __init__(self, context: Any) -> None:
+        self.device = context.device if context.device != "cpu" else self.DEVICE
+        self.forward = make_forward(build_model(self.device, self.TINY), self.device)
+
+    @batch
+    def __call__(self, image: np.ndarray) -> dict[str, Any]:
+        return {"label": self.forward(image)[:, None]}  # a torch tensor on the GPU: written out from there
+
+
+def config_of(url: str) -> dict[str, Any]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/v2/models/resnet50/config", timeout=60) as answer:
+        return dict(json.loads(answer.read()))
 
 
 def main() -> None:
@@ -225,13 +247,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--delay-us", type=int, default=2000, help="max_queue_delay_us of the batcher")
     parser.add_argument("--tiny", action="store_true", help="a one-layer stand-in model, for smoke runs")
-    parser.add_argument("--instances", type=int, default=None, help="worker processes (None: the binding process)")
+    parser.add_argument(
+        "--instances", type=int, default=None, help="per device with --devices; else worker processes (None: none)"
+    )
+    parser.add_argument("--devices", default=None, help="'all' or cuda:0,cuda:1 (None: no placement)")
     parser.add_argument("--out", type=Path, default=HERE.parent / "results")
+    parser.add_argument("--name", default="gpu_resnet50", help="results file stem")
     args = parser.parse_args()
 
     import torch
 
-    from pybind_serve import DynamicBatcher, ModelConfig, Serve, Tensor, batch
+    from pybind_serve import DynamicBatcher, ModelConfig, Serve, Tensor
     from pybind_serve.client import ModelClient
 
     device_name, offline_figures = measure_offline(args)
@@ -245,29 +271,27 @@ def main() -> None:
     }
     print("offline", result["offline"], flush=True)
 
-    loaded: dict[str, Any] = {}  # per process: each worker process (--instances) builds its own model
-
-    @batch
-    def resnet50(image: np.ndarray) -> dict[str, np.ndarray]:
-        if "forward" not in loaded:
-            loaded["forward"] = make_forward(build_model(args.device, args.tiny), args.device)
-        return {"label": loaded["forward"](image).cpu().numpy().astype(np.int64)[:, None]}
-
+    ResNet50.DEVICE, ResNet50.TINY = args.device, args.tiny
+    devices = None if args.devices is None else "all" if args.devices == "all" else args.devices.split(",")
     batcher = DynamicBatcher(max_queue_delay_us=args.delay_us)
-    config = ModelConfig(max_batch_size=args.batch, batcher=batcher, instances=args.instances)
-    with Serve(http_port=0, grpc_port=0, metrics_port=0, system_shared_memory=True) as serve:
+    config = ModelConfig(max_batch_size=args.batch, batcher=batcher, instances=args.instances, devices=devices)
+    serving = Serve(http_port=0, grpc_port=0, metrics_port=0, system_shared_memory=True, startup_timeout_s=300)
+    with serving as serve:
+        started = time.monotonic()
         serve.bind(
             "resnet50",
-            resnet50,
+            ResNet50,
             [Tensor("image", np.uint8, (224, 224, 3))],
             [Tensor("label", np.int64, (1,))],
             config=config,
         )
         serve.run()
+        result["ready_s"] = time.monotonic() - started  # every instance built its model
+        result["instance_group"] = config_of(serve.http_url)["instance_group"]
         with ModelClient(serve.http_url, "resnet50", timeout_s=300) as client:  # every worker loads its model
             warm = np.zeros((args.batch, 224, 224, 3), np.uint8)
             with ThreadPoolExecutor(8) as pool:
-                list(pool.map(lambda _: client.infer_batch(image=warm), range(8 * (args.instances or 1))))
+                list(pool.map(lambda _: client.infer_batch(image=warm), range(16 * (args.instances or 1))))
         front, workers = server_processes()
         model_pids = workers or [os.getpid()]
         paths = {"http": serve.http_url, "grpc": f"grpc://{serve.grpc_url}"}
@@ -290,13 +314,14 @@ def main() -> None:
     print("offline after", after, flush=True)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_resnet50.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         "# GPU scenario: ResNet-50 served vs offline",
         "",
         f"{result['device']}, torch {result['torch']}, {result['cpus']} CPUs; batch {args.batch}; requests of "
         f"{args.images_per_request} images from {args.clients} processes x {args.threads} threads; "
-        f"model in {args.instances or 'the binding'} process(es); "
+        f"instance groups {result['instance_group']} (devices {args.devices}, instances {args.instances}), every "
+        f"instance ready {result['ready_s']:.1f} s after bind; CUDA initialised in the binding process first; "
         f"{args.seconds:g} s windows.",
         "",
         "| path | images/s | ratio to offline | req/s | pixels MB/s | p50 ms | p99 ms | front CPU % "
@@ -312,7 +337,7 @@ def main() -> None:
             f"{f['pixels_MB_per_s']:.0f} | {f['p50_ms']:.1f} | {f['p99_ms']:.1f} | "
             f"{f['front_cpu_percent'] or 0:.0f} | {f['model_process_cpu_percent']:.0f} |"
         )
-    (args.out / "gpu_resnet50.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

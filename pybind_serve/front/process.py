@@ -40,6 +40,7 @@ from ..errors import ModelNotFoundError, StartupError, UnavailableError
 from ..linux import trim_heap
 from ..metrics import Metrics
 from ..protocol.messages import ModelSpec
+from ..system_metrics import SystemMetrics
 from ..transport.channel import endpoint_path
 from ..transport.frames import decode, encode
 from ..transport.shm import Arena, remove_segments_of
@@ -96,7 +97,7 @@ class Front:
         self.stopping = asyncio.Event()
         self.readiness = Readiness(self.is_ready, self.stopping)
         self.models = Models(on_change=self.readiness.changed)
-        self.metrics = Metrics(pending=self._pending_counts)
+        self.metrics = Metrics(pending=self._pending_counts, system=SystemMetrics())
         self.arena = Arena(options.owner, "front")
         self.context = zmq.asyncio.Context()
         self.router = self.context.socket(zmq.ROUTER)

@@ -56,7 +56,9 @@ def decode(data: bytes) -> dict[str, Any]:
 
 
 def write_group(arena: Arena, arrays: list[np.ndarray]) -> dict[str, Any]:
-    """Copy arrays of one dtype (one per request) into one block; return the descriptor."""
+    """Copy arrays of one dtype (one per request) into one block; return the descriptor. An item that is not a
+    numpy array but has ``shape``, ``dtype``, ``size`` and ``copy_into(out)`` (a tensor on a GPU) copies itself
+    into its place."""
     dtype = arrays[0].dtype
     if dtype.kind in "OSU":
         return _write_bytes(arena, arrays)
@@ -67,7 +69,11 @@ def write_group(arena: Arena, arrays: list[np.ndarray]) -> dict[str, Any]:
     start = 0
     for array in arrays:
         end = start + array.size
-        flat[start:end].reshape(array.shape)[...] = array
+        place = flat[start:end].reshape(array.shape)
+        if isinstance(array, np.ndarray):
+            place[...] = array
+        else:
+            array.copy_into(place)
         start = end
     shapes = [list(a.shape) for a in arrays]
     return {"block": [block.segment, block.offset, block.nbytes], "dtype": dtype.str, "shapes": shapes}

@@ -71,6 +71,9 @@ def test_metrics_use_triton_names_and_labels(make_serve: Callable[..., Serve]) -
         assert families[name].type == "counter"
     assert families["nv_inference_pending_request_count"].type == "gauge"
     assert families["pybind_serve_batch_size"].type == "histogram"
+    # The host's: CPU always; GPU series only with NVML and a GPU (none in CI).
+    assert 0 <= value(text, "nv_cpu_utilization") <= 1
+    assert 0 < value(text, "nv_cpu_memory_used_bytes") < value(text, "nv_cpu_memory_total_bytes")
 
 
 def test_metrics_can_be_turned_off(make_serve: Callable[..., Serve]) -> None:

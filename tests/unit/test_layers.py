@@ -28,6 +28,8 @@ LAYERS = {
     "metrics": 5,
     "client": 5,  # uses protocol, dtypes, tensor and errors only: it runs beside any KServe v2 server
     "context": 4,
+    "torch_outputs": 1,
+    "system_metrics": 2,
     "worker": 6,
     "front": 6,
     "worker_process": 7,
