@@ -70,10 +70,11 @@ def write_group(arena: Arena, arrays: list[np.ndarray]) -> dict[str, Any]:
     for array in arrays:
         end = start + array.size
         place = flat[start:end].reshape(array.shape)
-        if isinstance(array, np.ndarray):
+        copy_into = getattr(array, "copy_into", None)
+        if copy_into is None:
             place[...] = array
         else:
-            array.copy_into(place)
+            copy_into(place)
         start = end
     shapes = [list(a.shape) for a in arrays]
     return {"block": [block.segment, block.offset, block.nbytes], "dtype": dtype.str, "shapes": shapes}
