@@ -175,6 +175,10 @@ class ModelConfig:
       sees only its GPU, as ``cuda:0`` (``CUDA_VISIBLE_DEVICES``), and is started fresh (not forked), so the
       binding process may use CUDA itself. Asking for GPUs the host does not have is a `ConfigurationError` at
       ``bind``. See docs/gpu.md.
+    - ``concurrency``: how many batches one worker runs at once when the function is ``async def`` (default 1:
+      one after the other). An I/O-bound async function (calling another service) then overlaps its waits;
+      each batch keeps its execution timeout and its cancellation. A plain function runs one batch at a time
+      whatever this says, and so does a decoupled (streaming) model.
     - ``execution_timeout_s``: how long the function may take over one batch (for a decoupled model: between
       two of its responses) before that batch's requests fail with `ExecutionTimeoutError` (HTTP 504, gRPC
       DEADLINE_EXCEEDED); ``None`` (default) waits as long as it takes. A worker process that timed out is
@@ -190,6 +194,7 @@ class ModelConfig:
     batcher: DynamicBatcher = field(default_factory=DynamicBatcher)
     decoupled: bool = False
     instances: int | None = None
+    concurrency: int = 1
     execution_timeout_s: float | None = None
     devices: str | int | Sequence[str] | None = None
 
@@ -214,6 +219,8 @@ class ModelConfig:
             object.__setattr__(self, "devices", normalize_devices(self.devices))
         except ConfigurationError as exc:
             problems.append(str(exc))
+        if not isinstance(self.concurrency, int) or isinstance(self.concurrency, bool) or self.concurrency < 1:
+            problems.append(f"concurrency must be an int >= 1 (batches at once per worker), got {self.concurrency!r}")
         timeout = self.execution_timeout_s
         if timeout is not None and not (_is_number(timeout) and 0 < timeout < math.inf):
             problems.append(f"execution_timeout_s must be None (no limit) or a number of seconds > 0, got {timeout!r}")

@@ -25,9 +25,11 @@ import time
 import traceback
 from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import closing
+from functools import partial
 from typing import Any
 
 import numpy as np
+import zmq.asyncio
 
 from .errors import MAX_MESSAGE_CHARS, InferenceError, ModelExecutionError, OutputValidationError, client_message
 from .linux import trim_heap
@@ -36,7 +38,7 @@ from .request import STREAM_END, Request
 from .tensor import Tensor
 from .torch_outputs import from_torch, is_torch_tensor
 from .transport.channel import Empty, WorkerChannel
-from .transport.frames import read_group, write_group
+from .transport.frames import decode, encode, read_group, write_group
 from .transport.shm import Arena, Block, SegmentMap
 
 __all__ = ["FailureLog", "Terminated", "Worker"]
@@ -74,12 +76,23 @@ class Worker:
         self.segments = SegmentMap()
         self.failures = FailureLog(spec.label)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._timed_out: set[int] = set()  # batches of a concurrent worker cancelled past their execution timeout
+
+    @property
+    def slots(self) -> int:
+        """How many batches this worker takes at once: ``concurrency`` for an async function of an ordinary model,
+        else one."""
+        concurrent = self.spec.config.concurrency > 1 and not self.spec.config.decoupled
+        return self.spec.config.concurrency if concurrent and _is_async(self.fn) else 1
 
     def serve(self, segment_prefix: str) -> None:
         """Announce the worker to the front, then answer frames until stopped. Closes everything it opened."""
         hello = {"op": "hello", "model": self.spec.name, "version": self.spec.version, "segments": segment_prefix}
         try:
-            self.channel.send({**hello, "pid": self.pid})
+            self.channel.send({**hello, "pid": self.pid, "slots": self.slots})
+            if self.slots > 1:
+                self._await(self._serve_concurrently())
+                return
             while (frame := self._next_frame()) is not None:
                 if frame["op"] == "batch" and self.spec.config.decoupled:
                     self.stream(frame)
@@ -120,15 +133,80 @@ class Worker:
         started = time.perf_counter()
         try:
             requests = self._requests(frame)
-            responses = self._call(requests)
-            outputs = self._collect(responses, requests)
-            descriptors = {name: write_group(self.arena, arrays) for name, arrays in outputs.items()}
+            answer = self._answer(frame, requests, self._call(requests), started)
         except Terminated:
             raise
         except BaseException as exc:  # SystemExit and KeyboardInterrupt too: they end this call, not the worker
             return self._error_frame(frame["id"], exc)
+        return answer
+
+    def _answer(self, frame: dict[str, Any], requests: list[Request], responses: Any, started: float) -> dict[str, Any]:
+        """The result frame of a batch whose function answered ``responses``."""
+        outputs = self._collect(responses, requests)
+        descriptors = {name: write_group(self.arena, arrays) for name, arrays in outputs.items()}
         compute_us = int((time.perf_counter() - started) * 1e6)
         return {"op": "result", "id": frame["id"], "outputs": descriptors, "compute_us": compute_us}
+
+    async def _serve_concurrently(self) -> None:
+        """The frame loop of an async function with ``concurrency`` above one: each batch runs as a task on the
+        worker's event loop while the next frames are taken; the front sends at most ``slots`` at once."""
+        loop = asyncio.get_running_loop()
+        socket = zmq.asyncio.Socket.shadow(self.channel.socket.underlying)
+        stopped = asyncio.Event()
+        loop.add_reader(self.channel.stop_fd, stopped.set)
+        running: dict[int, asyncio.Task[None]] = {}  # by batch id
+        stop = asyncio.ensure_future(stopped.wait())
+        try:
+            while True:
+                receive = asyncio.ensure_future(socket.recv())
+                done, _ = await asyncio.wait(
+                    {receive, stop}, timeout=self.idle_release_s, return_when="FIRST_COMPLETED"
+                )
+                if stop in done:
+                    receive.cancel()
+                    return
+                if not done:
+                    receive.cancel()
+                    self.release_idle(time.monotonic())
+                    continue
+                frame = decode(receive.result())
+                if frame["op"] == "batch":
+                    task = loop.create_task(self._run_batch(frame, socket))
+                    running[frame["id"]] = task
+                    task.add_done_callback(partial(_forget, running, frame["id"]))
+                elif frame["op"] == "free":
+                    self._free(frame)
+                elif frame["op"] == "cancel" and frame["id"] in running:  # it passed its execution timeout
+                    self._timed_out.add(frame["id"])
+                    running[frame["id"]].cancel()
+        finally:
+            loop.remove_reader(self.channel.stop_fd)
+            stop.cancel()
+            stopping = list(running.values())
+            for task in stopping:
+                task.cancel()
+            await asyncio.gather(*stopping, return_exceptions=True)
+
+    async def _run_batch(self, frame: dict[str, Any], socket: Any) -> None:
+        """Run one batch as a task; cancelled (the front's ``cancel``: its execution timeout passed), it answers
+        an error so that the front's slot is free again."""
+        started = time.perf_counter()
+        try:
+            requests = self._requests(frame)
+            responses = self.fn(requests)
+            if inspect.isawaitable(responses):
+                responses = await responses
+            answer = self._answer(frame, requests, responses, started)
+        except Terminated:
+            raise
+        except asyncio.CancelledError:
+            if frame["id"] not in self._timed_out:  # the worker is stopping
+                raise
+            self._timed_out.discard(frame["id"])
+            answer = {"op": "error", "id": frame["id"], "type": "ExecutionTimeoutError", "message": "cancelled"}
+        except BaseException as exc:
+            answer = self._error_frame(frame["id"], exc)
+        await socket.send(encode(answer))
 
     def _requests(self, frame: dict[str, Any]) -> list[Request]:
         columns = {name: read_group(self.segments, desc) for name, desc in frame["inputs"].items()}
@@ -334,6 +412,18 @@ def user_traceback(exc: BaseException) -> str:
 
 async def _awaited(awaitable: Any) -> Any:
     return await awaitable
+
+
+def _forget(running: dict[int, Any], batch_id: int, _: Any) -> None:
+    running.pop(batch_id, None)
+
+
+def _is_async(fn: Any) -> bool:
+    """Whether calling ``fn`` gives an awaitable: an async function (decorated or not), or an object whose
+    ``__call__`` is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        inspect.getattr_static(type(fn), "__call__", None)
+    )
 
 
 def _rows(request: Request) -> int:

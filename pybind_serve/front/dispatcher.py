@@ -1,6 +1,7 @@
 """Sends batches to workers and turns their answers into responses.
 
-Each registered worker gets one `_drive` task: take the next batch from its model's scheduler, write the
+Each registered worker gets one `_drive` task per batch it takes at once (its ``slots``: one, or its model's
+``concurrency`` for an async function): take the next batch from its model's scheduler, write the
 batch's input tensors once into the front's arena, send a descriptor, await the answer, hand each request
 its outputs (still views into the worker's shared memory) to encode, then tell the worker to free them.
 One batch runs per worker at a time, as one batch runs per model instance in Triton. When an answer comes
@@ -87,8 +88,10 @@ class _Worker:
     entry: ModelEntry
     segments: str
     pid: int | None  # the worker's own process, which may be killed; None: a thread of the binding process
-    task: asyncio.Task[None] | None = None
-    inflight: set[int] = field(default_factory=set)  # its batches sent and not yet answered: two at most
+    slots: int = 1  # batches it takes at once (several: an async function, whose batches can be cancelled)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)  # one `_drive` per slot
+    waiting: set[asyncio.Task[None]] = field(default_factory=set)  # those waiting for a batch to send
+    inflight: set[int] = field(default_factory=set)  # its batches sent and not yet answered
 
 
 class Dispatcher:
@@ -111,11 +114,14 @@ class Dispatcher:
     def batches_sent(self) -> int:
         return self._sent
 
-    def register(self, identity: bytes, entry: ModelEntry, segments: str, pid: int | None = None) -> None:
-        """A worker said hello: start feeding it batches of its model."""
+    def register(
+        self, identity: bytes, entry: ModelEntry, segments: str, pid: int | None = None, slots: int = 1
+    ) -> None:
+        """A worker said hello: start feeding it batches of its model, ``slots`` at once."""
         self.remove(identity, "was replaced by a new worker of the same identity")
-        worker = _Worker(identity, entry, segments, pid)
-        worker.task = asyncio.get_running_loop().create_task(self._drive(worker))
+        worker = _Worker(identity, entry, segments, pid, max(slots, 1))
+        loop = asyncio.get_running_loop()
+        worker.tasks = [loop.create_task(self._drive(worker)) for _ in range(worker.slots)]
         self._workers[identity] = worker
         entry.add_worker(identity.decode())
 
@@ -130,8 +136,8 @@ class Dispatcher:
             if flight is not None:
                 message = f"{worker.entry.spec.label}: the worker {why}; the batch was lost"
                 flight.answers.put_nowait({"op": "error", "type": WorkerDiedError.__name__, "message": message})
-        if not worker.inflight and worker.task is not None:
-            worker.task.cancel()
+        for task in worker.waiting:  # those with a batch in flight end once it has landed
+            task.cancel()
         self._segments.forget(worker.segments)
 
     def fail_all(self, error: UnavailableError) -> None:
@@ -148,7 +154,7 @@ class Dispatcher:
     async def retire(self, entry: ModelEntry, timeout_s: float) -> None:
         """Let the workers of an unloaded model finish their batch in flight, then forget them."""
         workers = [w for w in self._workers.values() if w.entry is entry]
-        tasks = [w.task for w in workers if w.task is not None]
+        tasks = [task for w in workers for task in w.tasks]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout_s)
         for worker in workers:
@@ -169,10 +175,15 @@ class Dispatcher:
                 continue
             if self._workers.get(worker.identity) is not worker:
                 return
+            task = asyncio.current_task()
+            assert task is not None
+            worker.waiting.add(task)
             try:
                 batch = await scheduler.next_batch()
             except InferenceError:
                 return  # the scheduler was closed: the model is gone
+            finally:
+                worker.waiting.discard(task)
             flight = self._launch(worker, batch)
 
     def _launch(self, worker: _Worker, batch: list[Pending]) -> _Flight | None:
@@ -275,6 +286,11 @@ class Dispatcher:
         starts another), or, for a worker thread, take it out of the ready ones until its late answer comes."""
         label, limit = worker.entry.spec.label, f"execution_timeout_s={timeout_s:g} s"
         error = f"{label}: the function did not answer within {limit}"
+        if worker.slots > 1:  # an async function's task: cancelled, while the worker's other batches go on
+            _fail(flight.live, ExecutionTimeoutError(f"{error}; the batch was cancelled"))
+            self._send(worker.identity, {"op": "cancel", "id": flight.batch_id})
+            self._release(worker, (await flight.answers.get()).get("outputs", {}))
+            return
         if worker.pid is not None:
             _fail(flight.live, ExecutionTimeoutError(f"{error}; its worker process was killed and is replaced"))
             log.error("%s; killing its worker process (pid %d)", error, worker.pid)

@@ -261,7 +261,7 @@ class Front:
                 "worker %r serves model %r v%s, which is not loaded", identity, frame["model"], frame["version"]
             )
             return
-        self.dispatcher.register(identity, entry, frame["segments"], frame.get("pid"))
+        self.dispatcher.register(identity, entry, frame["segments"], frame.get("pid"), frame.get("slots", 1))
 
     def _failed(self, identity: bytes, frame: dict[str, Any]) -> None:
         with contextlib.suppress(ModelNotFoundError):  # unloaded meanwhile

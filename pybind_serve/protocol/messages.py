@@ -123,6 +123,7 @@ def _config_to_wire(config: ModelConfig) -> dict[str, Any]:
         "decoupled": config.decoupled,
         "instances": config.instances,
         "execution_timeout_s": config.execution_timeout_s,
+        "concurrency": config.concurrency,
         "devices": list(config.devices) if isinstance(config.devices, tuple) else config.devices,
         "batcher": {
             "max_queue_delay_us": batcher.max_queue_delay_us,
@@ -149,6 +150,7 @@ def _config_from_wire(data: dict[str, Any]) -> ModelConfig:
         decoupled=data["decoupled"],
         instances=data["instances"],
         execution_timeout_s=data["execution_timeout_s"],
+        concurrency=data["concurrency"],
         devices=data["devices"],
         batcher=DynamicBatcher(**batcher),
     )

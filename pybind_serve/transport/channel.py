@@ -65,6 +65,7 @@ class WorkerChannel:
         self.socket.setsockopt(zmq.IDENTITY, identity.encode())
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.connect(endpoint)
+        self.stop_fd = stop_fd
         self._poller = zmq.Poller()
         self._poller.register(self.socket, zmq.POLLIN)
         self._poller.register(stop_fd, zmq.POLLIN)
