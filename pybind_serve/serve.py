@@ -27,7 +27,7 @@ from .errors import ConfigurationError, PortInUseError, StartupError
 from .placement import resolve_devices, visible_gpus
 from .protocol.messages import ModelSpec
 from .request import Request
-from .supervisor import Supervisor, instance_count
+from .supervisor import Supervisor
 from .tensor import Tensor
 from .transport.channel import ControlClient, endpoint_path, new_endpoint, remove_stale_endpoints
 from .transport.shm import new_owner, remove_segments_of, remove_stale_segments
@@ -448,7 +448,7 @@ def _spec(
     placed = config.instances is not None or config.devices is not None  # else: one thread per function
     threads = 1 if placed else len(functions)
     spec = ModelSpec(name, version, tuple(inputs), tuple(outputs), config, strict, threads)
-    if isinstance(fn, (list, tuple)) and placed and len(fn) != (count := instance_count(spec)):
+    if isinstance(fn, (list, tuple)) and placed and len(fn) != (count := spec.instance_count):
         raise ConfigurationError.collect(
             f"bind({name!r})", [f"{len(fn)} functions for {count} instances: give one per instance"]
         )

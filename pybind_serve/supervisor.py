@@ -34,14 +34,13 @@ from typing import Any, Protocol, TypeVar
 import zmq
 
 from .context import WorkerContext
-from .errors import ConfigurationError
 from .placement import Placement, plan, visible_gpus
 from .protocol.messages import ModelSpec
 from .transport.shm import remove_segments_of
 from .worker import ModelFunction
 from .worker_process import Job, Site, fork, run_thread, spawn
 
-__all__ = ["STOP_GRACE_S", "Backoff", "Supervisor", "WorkerGroup", "instance_count"]
+__all__ = ["STOP_GRACE_S", "Backoff", "Supervisor", "WorkerGroup"]
 
 log = logging.getLogger("pybind_serve")
 
@@ -75,14 +74,6 @@ class _Plan:
     spawn: bool = False
 
 
-def instance_count(spec: ModelSpec, gpus: Sequence[str] | None = None) -> int:
-    """How many workers a model's config asks for (a list of functions must have one per instance)."""
-    config = spec.config
-    if config.devices is not None:
-        return len(_placements(spec, visible_gpus() if gpus is None else gpus))
-    return config.instances or 1
-
-
 def _placements(spec: ModelSpec, gpus: Sequence[str]) -> list[Placement]:
     config = spec.config
     if config.devices is None:
@@ -92,14 +83,11 @@ def _placements(spec: ModelSpec, gpus: Sequence[str]) -> list[Placement]:
 
 
 def _plans(spec: ModelSpec, fn: ModelFunction | Sequence[ModelFunction]) -> list[_Plan]:
+    """The model's instances; ``fn`` a list: one function each (`Serve.bind` checked that they match)."""
     functions = list(fn) if isinstance(fn, (list, tuple)) else None
     if spec.config.devices is None and spec.config.instances is None:
         return [_Plan(f, None) for f in functions or [fn]]
     placements = _placements(spec, visible_gpus())
-    if functions is not None and len(functions) != len(placements):
-        raise ConfigurationError(
-            f"{spec.label}: {len(functions)} functions for {len(placements)} instances; give one per instance"
-        )
     cuda_in_use = _cuda_initialized()
     return [
         _Plan(functions[p.instance] if functions else fn, p, spawn=p.gpu or cuda_in_use)  # type: ignore[arg-type]
@@ -197,8 +185,8 @@ class Supervisor:
         return cls(Site(endpoint, owner, lifeline[0], lifeline[1], idle_release_s), context, notify)
 
     def start(self, spec: ModelSpec, fn: ModelFunction | Sequence[ModelFunction]) -> WorkerGroup:
-        """Start the workers of a model version. Raises `ConfigurationError` (functions and instances do not
-        match) and `TypeError` (a function that cannot be sent to a spawned worker)."""
+        """Start the workers of a model version. Raises `TypeError` for a function that cannot be sent to a
+        spawned worker."""
         plans = _plans(spec, fn)
         group = WorkerGroup(spec)
 
