@@ -174,3 +174,48 @@ def test_a_kernel_that_dies_while_serving_leaves_nothing_behind(kernel: KernelMa
     assert wait_until(lambda: not running(front), GONE_S), f"the front outlived the kernel: {running(front)}"
     assert wait_until(lambda: not segments_of(pid), GONE_S), f"shared memory left behind: {segments_of(pid)}"
     assert wait_until(lambda: all(port_is_free(port) for port in ports), GONE_S), f"ports still taken: {ports}"
+
+
+SPAWN_FROM_KERNEL = """
+import json, os
+import numpy as np
+from pybind_serve import ModelConfig, Serve, Tensor, batch
+from pybind_serve.integrations.batched import BatchedModel
+
+os.environ["CUDA_VISIBLE_DEVICES"] = "4"  # pretend: this kernel sees one GPU (nothing here uses CUDA)
+
+class Where:  # defined in the kernel's __main__: it must reach the spawned worker by value
+    def __init__(self, context):
+        self.answer = float(os.environ["CUDA_VISIBLE_DEVICES"]) + 100 * (context.device == "cuda:0")
+
+    @batch
+    def __call__(self, x):
+        return {"y": x * 0 + self.answer}
+
+serve = Serve(http_port=0, grpc_port=None, metrics_port=None)
+x, y = Tensor("x", np.float32, (1,)), Tensor("y", np.float32, (1,))
+serve.bind("where", Where, inputs=[x], outputs=[y], config=ModelConfig(devices="all"))
+serve.run()
+print(json.dumps(BatchedModel(serve, "where")(x=[[1.0]])["y"].tolist()))
+serve.stop()
+"""
+
+
+def test_a_class_defined_in_a_notebook_is_built_in_a_worker_on_its_gpu(kernel: KernelManager) -> None:
+    client = kernel.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=STARTUP_S)
+        printed: list[str] = []
+
+        def collect(message: dict[str, Any]) -> None:
+            if message["msg_type"] == "stream" and message["content"]["name"] == "stdout":
+                printed.append(message["content"]["text"])
+            elif message["msg_type"] == "error":
+                printed.append("\n".join(message["content"]["traceback"]))
+
+        reply = client.execute_interactive(SPAWN_FROM_KERNEL, timeout=CELL_TIMEOUT_S, output_hook=collect)
+        assert reply["content"]["status"] == "ok", "".join(printed)
+    finally:
+        client.stop_channels()
+    assert json.loads("".join(printed)) == [[104.0]]  # its GPU ("4") seen as cuda:0, in the spawned worker
