@@ -32,12 +32,14 @@ class OnGpu:
     """Built in its worker: a tensor on the worker's GPU; answers x + 1 computed there, returned as a CUDA tensor."""
 
     def __init__(self, context: Any) -> None:
-        self.device = torch.device(context.device)
+        self.device = torch.device("cuda" if context.device == "cpu" else context.device)  # the binding process: cuda
         self.one = torch.ones(1, device=self.device)
 
     @batch
     def __call__(self, x: np.ndarray) -> dict[str, Any]:
-        return {"y": torch.from_numpy(x).to(self.device) + self.one}
+        y = torch.from_numpy(x).to(self.device) + self.one
+        assert y.is_cuda
+        return {"y": y}
 
 
 class Where:
