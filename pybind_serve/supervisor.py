@@ -215,7 +215,7 @@ class Supervisor:
         identity, tag = self._identity(spec)
         placement = plan.placement or Placement(index, "cpu", "cpu", "")
         context = WorkerContext(spec.name, spec.version, placement.instance, placement.device, placement.host_device)
-        visible = placement.visible_devices if plan.spawn else None
+        visible = placement.visible_devices if plan.spawn and placement.gpu else None  # CPU: the environment as is
         return Job(self._site, spec, plan.fn, context, identity, tag, visible)
 
     def _start_thread(self, spec: ModelSpec, plan: _Plan, index: int) -> _Thread:

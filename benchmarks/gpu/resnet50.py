@@ -334,7 +334,7 @@ def main() -> None:
     for name, f in result["served"].items():
         lines.append(
             f"| {name} | {f['images_per_s']:.0f} | {f['ratio_to_offline']:.2f} | {f['requests_per_s']:.0f} | "
-            f"{f['pixels_MB_per_s']:.0f} | {f['p50_ms']:.1f} | {f['p99_ms']:.1f} | "
+            f"{f['pixels_MB_per_s']:.0f} | {f['p50_ms'] or 0:.1f} | {f['p99_ms'] or 0:.1f} | "
             f"{f['front_cpu_percent'] or 0:.0f} | {f['model_process_cpu_percent']:.0f} |"
         )
     (args.out / f"{args.name}.md").write_text("\n".join(lines) + "\n")

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 
 from pybind_serve import ConfigurationError, ModelConfig, Serve, StartupError, Tensor, batch, worker_context
 from tests.conftest import children_of
@@ -91,6 +92,9 @@ def test_each_gpu_instance_runs_in_its_own_process_seeing_only_its_gpu(two_gpus:
     assert config_of(serve, "where")["instance_group"] == [
         {"name": "where_0", "kind": "KIND_GPU", "count": 2, "gpus": [0, 1]}
     ]
+    with grpcclient.InferenceServerClient(serve.grpc_url) as client:  # the same over gRPC's ModelConfig
+        (group,) = client.get_model_config("where", as_json=True)["config"]["instance_group"]
+    assert (group["kind"], group["count"], group["gpus"]) == ("KIND_GPU", 2, [0, 1])
     found = reports(serve, "where", calls=48)
     assert [(r["instance"], r["visible"], r["device"], r["host_device"]) for r in found] == [
         (0, "6", "cuda:0", "cuda:0"),

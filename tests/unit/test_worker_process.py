@@ -56,7 +56,7 @@ def test_gpu_instances_are_spawned_each_with_its_gpu(two_gpus: None) -> None:
 def test_once_cuda_is_initialised_here_cpu_instances_are_spawned_too(monkeypatch: pytest.MonkeyPatch) -> None:
     torch = types.SimpleNamespace(cuda=types.SimpleNamespace(is_initialized=lambda: True))
     monkeypatch.setitem(sys.modules, "torch", torch)
-    assert starts(_plans(spec(instances=2), identity)) == [("spawn", ""), ("spawn", "")]
+    assert starts(_plans(spec(instances=2), identity)) == [("spawn", ""), ("spawn", "")]  # GPUs left visible
 
 
 def test_a_list_gives_each_instance_its_own_function(two_gpus: None) -> None:
