@@ -14,8 +14,9 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -58,6 +59,15 @@ class ModelStats:
     batch_sizes: list[int] = field(default_factory=lambda: [0] * (len(BATCH_BUCKETS) + 1))
     batch_rows: int = 0
 
+    def add(self, other: ModelStats) -> None:
+        """Count ``other``'s figures in too (another front's, for totals)."""
+        for name in _COUNTERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for reason, count in other.failures.items():
+            self.failures[reason] = self.failures.get(reason, 0) + count
+        self.batch_sizes = [a + b for a, b in zip(self.batch_sizes, other.batch_sizes, strict=True)]
+        self.batch_rows += other.batch_rows
+
     def fail(self, reason: str) -> None:
         self.failures[reason] = self.failures.get(reason, 0) + 1
 
@@ -90,13 +100,18 @@ class ModelStats:
 
 
 class Metrics:
-    """The counters of every model version of one server, and their Prometheus rendering."""
+    """The counters of every model version of one front, and their Prometheus rendering.
+
+    With several fronts, ``peers`` gathers the other fronts' `snapshot`s, and `totals` gives the sums that
+    ``/metrics`` and the statistics endpoints answer.
+    """
 
     def __init__(
         self, pending: Callable[[], dict[tuple[str, int], int]] | None = None, system: SystemMetrics | None = None
     ) -> None:
         self._models: dict[tuple[str, int], ModelStats] = {}
         self._pending = pending or dict
+        self.peers: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(MetricsCollector(self))
         self._system = system
@@ -114,6 +129,30 @@ class Metrics:
 
     def pending(self) -> dict[tuple[str, int], int]:
         return self._pending()
+
+    def snapshot(self) -> dict[str, Any]:
+        """This front's counters and pending counts, as plain data for another front to add up."""
+        models = [[name, version, asdict(stats)] for (name, version), stats in self._models.items()]
+        return {"models": models, "pending": [[n, v, count] for (n, v), count in self.pending().items()]}
+
+    def merged(self, snapshots: Iterable[dict[str, Any]]) -> Metrics:
+        """These counters plus those of other fronts' ``snapshots``, as one `Metrics` to render or read."""
+        pending = dict(self.pending())
+        total = Metrics(pending=lambda: pending, system=self._system)
+        for (name, version), stats in self._models.items():
+            total.model(name, version).add(stats)
+        for snapshot in snapshots:
+            for name, version, fields in snapshot["models"]:
+                total.model(name, version).add(ModelStats(**fields))
+            for name, version, count in snapshot["pending"]:
+                pending[(name, version)] = pending.get((name, version), 0) + count
+        return total
+
+    async def totals(self) -> Metrics:
+        """The whole server's counters: this front's alone, or summed with its peers'."""
+        if self.peers is None:
+            return self
+        return self.merged(await self.peers())
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

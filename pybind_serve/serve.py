@@ -5,15 +5,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
-import errno
-import json
 import logging
 import math
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,13 +18,14 @@ from typing import Any
 import zmq
 
 from .config import ModelConfig
-from .errors import ConfigurationError, PortInUseError, StartupError
+from .errors import ConfigurationError, StartupError
+from .fronts import Fronts
 from .placement import resolve_devices, visible_gpus
 from .protocol.messages import ModelSpec
 from .request import Request
 from .supervisor import Supervisor
 from .tensor import Tensor
-from .transport.channel import ControlClient, endpoint_path, new_endpoint, remove_stale_endpoints
+from .transport.channel import remove_stale_endpoints
 from .transport.shm import new_owner, remove_segments_of, remove_stale_segments
 
 __all__ = ["Serve"]
@@ -109,6 +105,7 @@ class Serve:
         startup_timeout_s: float = 30.0,
         log_level: str = "warning",
         system_shared_memory: bool = False,
+        fronts: int = 1,
     ) -> None:
         ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
         problems = _port_problems(ports) + _size_problems(max_body_bytes, grpc_max_message_bytes)
@@ -119,6 +116,7 @@ class Serve:
             drain_timeout_s=drain_timeout_s,
             startup_timeout_s=startup_timeout_s,
             idle_release_s=idle_release_s,
+            fronts=fronts,
         )
         if problems:
             raise ConfigurationError.collect("Serve", problems)
@@ -129,16 +127,15 @@ class Serve:
         self.drain_timeout_s, self.startup_timeout_s = drain_timeout_s, startup_timeout_s
         self.log_level = log_level
         self.system_shared_memory = bool(system_shared_memory)
+        self.fronts = fronts
         self._state = State.NEW
         self._bindings: dict[tuple[str, int], _Binding] = {}
         self._lock = threading.RLock()
-        self._front: subprocess.Popen[bytes] | None = None
+        self._fronts: Fronts | None = None
         self._context: zmq.Context[Any] | None = None
-        self._control: ControlClient | None = None
         self._supervisor: Supervisor | None = None
         self._lifeline: tuple[int, int] | None = None
         self._owner = new_owner()
-        self._endpoint = new_endpoint(os.getpid())
         self._stop_event = threading.Event()
 
     # -- binding -------------------------------------------------------------------------------------------
@@ -230,13 +227,8 @@ class Serve:
 
     def is_ready(self) -> bool:
         """Whether the server is up and every bound model has a worker."""
-        if self._state is not State.RUNNING or self._control is None or not self._front_alive():
-            return False
-        try:
-            reply = self._control.call("status", 5.0, alive=self._front_alive)
-        except StartupError:
-            return False
-        return bool(reply.get("ready"))
+        fronts = self._fronts
+        return self._state is State.RUNNING and fronts is not None and fronts.ready()
 
     @property
     def http_port(self) -> int:
@@ -291,39 +283,31 @@ class Serve:
             log.info("removed shared memory %s of a server that died", name)
         for name in remove_stale_endpoints():
             log.info("removed socket file %s of a server that died", name)
-        sockets = _listen_all(self.host, {kind: self._ports[kind] for kind in ("http", "metrics")})
-        self._ports.update({kind: sock.getsockname()[1] for kind, sock in sockets.items()})
         self._lifeline = os.pipe()
-        try:
-            self._front = self._spawn_front(sockets)
-        finally:
-            for sock in sockets.values():
-                sock.close()  # the front has its own copies; ours must not keep the ports open
         self._context = zmq.Context()
-        self._control = ControlClient(self._context, self._endpoint)
-        try:
-            reply = self._control.call("ping", self.startup_timeout_s, alive=self._front_alive)
-        except StartupError as exc:
-            code = self._front.poll() if self._front is not None else None
-            raise StartupError(f"{exc} (front exit code {code}); its stderr is above") from None
-        self._ports["grpc"] = _grpc_port(reply)
+        self._fronts = Fronts(
+            self.fronts,
+            self.host,
+            self._ports,
+            self._front_options(),
+            self._lifeline[0],
+            self._context,
+            self.startup_timeout_s,
+            self.drain_timeout_s + 5,
+        )
+        self._fronts.start()
+        self._ports.update(self._fronts.ports)
         self._supervisor = Supervisor.create(
-            self._endpoint, self._owner, self._lifeline, self._context, self._worker_gone, self.idle_release_s
+            self._fronts.endpoints, self._owner, self._lifeline, self._context, self._worker_gone, self.idle_release_s
         )
         for binding in self._bindings.values():
             self._load(binding)
-        self._call("open", self.startup_timeout_s)  # from now on /v2/health/ready may say 200
+        self._fronts.call("open", self.startup_timeout_s)  # from now on /v2/health/ready may say 200
+        self._fronts.watch(self._front_restarted)
 
-    def _spawn_front(self, sockets: dict[str, socket.socket]) -> subprocess.Popen[bytes]:
-        assert self._lifeline is not None
-        options = {
+    def _front_options(self) -> dict[str, Any]:
+        return {
             "owner": self._owner,
-            "endpoint": self._endpoint,
-            "host": self.host,
-            "http_fd": sockets["http"].fileno(),
-            "metrics_fd": sockets["metrics"].fileno() if "metrics" in sockets else None,
-            "grpc_port": self._ports["grpc"],
-            "lifeline_fd": self._lifeline[0],
             "max_body_bytes": self.max_body_bytes,
             "grpc_max_message_bytes": self.grpc_max_message_bytes,
             "drain_timeout_s": self.drain_timeout_s,
@@ -334,41 +318,44 @@ class Serve:
             "read_timeout_s": self.read_timeout_s,
             "idle_release_s": self.idle_release_s,
         }
-        fds = [s.fileno() for s in sockets.values()] + [self._lifeline[0]]
-        command = [sys.executable, "-m", "pybind_serve.front.process", json.dumps(options)]
-        # A session of its own: a signal to the owner's process group (Jupyter's kernel restart sends SIGTERM
-        # there) must not stop the front before its lifeline tells it the owner is gone, so that it cleans up.
-        return subprocess.Popen(command, pass_fds=fds, stdin=subprocess.DEVNULL, start_new_session=True)
 
-    def _front_alive(self) -> bool:
-        return self._front is not None and self._front.poll() is None
+    def _front_restarted(self, index: int) -> None:
+        """A front died and was started again: give it the models, and let it find their workers."""
+        with self._lock:
+            if self._state is not State.RUNNING or self._fronts is None or self._supervisor is None:
+                return
+            for binding in self._bindings.values():
+                self._fronts.call_one(index, "load", self.startup_timeout_s, spec=binding.spec.to_wire())
+            identities = self._supervisor.identities()
+            self._fronts.call_one(index, "adopt", self.startup_timeout_s + 1, identities=identities, wait_s=10.0)
+            self._fronts.call_one(index, "open", self.startup_timeout_s)
+            log.warning("front process %d is serving again", index)
 
-    def _call(self, op: str, timeout_s: float, **fields: Any) -> dict[str, Any]:
-        assert self._control is not None
-        reply = self._control.call(op, timeout_s, alive=self._front_alive, **fields)
-        if not reply.get("ok"):
-            raise StartupError(f"the front refused {op!r}: {reply.get('error')}")
-        return reply
+    def _call(self, op: str, timeout_s: float, **fields: Any) -> None:
+        assert self._fronts is not None
+        try:
+            self._fronts.call(op, timeout_s, **fields)
+        except StartupError as exc:
+            raise StartupError(f"the front refused {op!r}: {exc}") from None
 
     def _load(self, binding: _Binding) -> None:
-        assert self._supervisor is not None
+        assert self._supervisor is not None and self._fronts is not None
         spec = binding.spec
         old = self._supervisor.group(spec.name, spec.version)
         self._call("load", self.startup_timeout_s, spec=spec.to_wire())
         if old is not None:
             self._supervisor.stop_group(spec.name, spec.version)
         self._supervisor.start(spec, binding.fn)
-        assert self._control is not None
-        reply = self._control.call(
-            "wait_ready",
-            self.startup_timeout_s + 1,
-            alive=self._front_alive,
-            name=spec.name,
-            version=spec.version,
-            wait_s=self.startup_timeout_s,
-        )
-        if not reply.get("ok"):
-            raise StartupError(f"{spec.label} did not become ready: {reply.get('error')}")
+        try:
+            self._fronts.call(
+                "wait_ready",
+                self.startup_timeout_s + 1,
+                name=spec.name,
+                version=spec.version,
+                wait_s=self.startup_timeout_s,
+            )
+        except StartupError as exc:
+            raise StartupError(f"{spec.label} did not become ready: {exc}") from None
 
     def _unload(self, name: str, version: int) -> None:
         assert self._supervisor is not None
@@ -376,28 +363,21 @@ class Serve:
         self._supervisor.stop_group(name, version)
 
     def _worker_gone(self, identity: str, why: str) -> None:
-        if self._control is not None and self._front_alive():
-            try:
-                self._control.call("worker_gone", 5.0, alive=self._front_alive, identity=identity, why=why)
-            except StartupError:
-                log.warning("could not tell the front that worker %s is gone", identity)
+        if self._fronts is not None:
+            self._fronts.tell("worker_gone", identity=identity, why=why)
 
     def _teardown(self) -> None:
-        if self._front is not None:
-            _terminate(self._front, self.drain_timeout_s + 5)
+        if self._fronts is not None:
+            self._fronts.close()
         if self._supervisor is not None:
             self._supervisor.close()
-        if self._control is not None:
-            self._control.close()
         if self._context is not None:
             self._context.term()
         if self._lifeline is not None:
             for fd in self._lifeline:
                 os.close(fd)
-        self._front = self._control = self._context = self._supervisor = self._lifeline = None
+        self._fronts = self._context = self._supervisor = self._lifeline = None
         remove_segments_of(self._owner)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(endpoint_path(self._endpoint))
 
     def _catch_signals(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():
@@ -485,57 +465,7 @@ def _limit_problems(**limits: float) -> list[str]:
     return problems
 
 
-def _grpc_port(reply: dict[str, Any]) -> int | None:
-    """The port the front's gRPC server listens on (None: off), from its answer to ``ping``."""
-    error = reply.get("grpc_error")
-    if error:
-        raise (PortInUseError if error["type"] == "PortInUseError" else StartupError)(error["message"])
-    port = reply.get("grpc_port")
-    return None if port is None else int(port)
-
-
-def _listen_all(host: str, ports: dict[str, int | None]) -> dict[str, socket.socket]:
-    """A listening socket per port asked for; if one cannot be had, those already bound are closed."""
-    sockets: dict[str, socket.socket] = {}
-    try:
-        for kind, port in ports.items():
-            if port is not None:
-                sockets[kind] = _listen(host, port, kind)
-    except BaseException:
-        for sock in sockets.values():
-            sock.close()
-        raise
-    return sockets
-
-
-def _listen(host: str, port: int, kind: str) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise PortInUseError.of(kind, host, port) from None
-        raise StartupError(f"cannot listen on {host}:{port} for {kind}: {exc}") from exc
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
 def _url_host(host: str) -> str:
     if host in ("0.0.0.0", ""):
         return "127.0.0.1"
     return f"[{host}]" if ":" in host else host
-
-
-def _terminate(process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            log.error("the front process did not stop within %g s; killing it", timeout_s)
-            process.kill()
-            process.wait()

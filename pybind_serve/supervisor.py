@@ -175,14 +175,14 @@ class Supervisor:
     @classmethod
     def create(
         cls,
-        endpoint: str,
+        endpoints: Sequence[str],
         owner: str,
         lifeline: tuple[int, int],
         context: zmq.Context[Any],
         notify: Notify,
         idle_release_s: float = 10.0,
     ) -> Supervisor:
-        return cls(Site(endpoint, owner, lifeline[0], lifeline[1], idle_release_s), context, notify)
+        return cls(Site(tuple(endpoints), owner, lifeline[0], lifeline[1], idle_release_s), context, notify)
 
     def start(self, spec: ModelSpec, fn: ModelFunction | Sequence[ModelFunction]) -> WorkerGroup:
         """Start the workers of a model version. Raises `TypeError` for a function that cannot be sent to a
@@ -241,6 +241,13 @@ class Supervisor:
         self._tasks.put((task, future))
         self._wake()
         return future.result()
+
+    def identities(self) -> list[str]:
+        """The identities of every worker thread and live worker process."""
+        with self._lock:
+            groups = list(self._groups.values())
+        threads = [t.identity for g in groups for t in g.threads]
+        return threads + [p.identity for g in groups for p in g.processes if p.process.is_alive()]
 
     def stop_group(self, name: str, version: int, timeout_s: float = STOP_GRACE_S) -> None:
         with self._lock:

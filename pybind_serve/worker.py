@@ -1,10 +1,11 @@
 """The loop that runs a bound function on batches: shared memory in, function call, shared memory out.
 
-One `Worker` serves one model version over one DEALER socket, in a thread of the process that called
-``bind`` or in a worker process of its own. It maps the front's input blocks as numpy views (no copy),
-builds one `Request` per client request, calls the function, checks what it returned, writes the outputs
-into its own arena and answers with a descriptor. The front sends ``free`` once it has encoded the
-responses, and the output blocks are reused.
+One `Worker` serves one model version, in a thread of the process that called ``bind`` or in a worker
+process of its own, to every front process (a DEALER socket to each: `WorkerChannel`); each batch is answered
+to the front it came from, one batch at a time in the order they came. It maps the front's input blocks as
+numpy views (no copy), builds one `Request` per client request, calls the function, checks what it returned,
+writes the outputs into its own arena and answers with a descriptor. The front sends ``free`` once it has
+encoded the responses, and the output blocks are reused.
 
 A failing function answers every request of its batch with the error (the client sees it), whatever it raised
 (``sys.exit()`` and ``KeyboardInterrupt`` included: they end the call, not the worker), and is logged by a
@@ -76,7 +77,9 @@ class Worker:
         self.segments = SegmentMap()
         self.failures = FailureLog(spec.label)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timed_out: set[int] = set()  # batches of a concurrent worker cancelled past their execution timeout
+        # Batches of a concurrent worker cancelled past their execution timeout, by front and batch id.
+        self._timed_out: set[tuple[int, int]] = set()
+        self._hello: dict[str, Any] = {}
 
     @property
     def slots(self) -> int:
@@ -88,23 +91,34 @@ class Worker:
     def serve(self, segment_prefix: str) -> None:
         """Announce the worker to the front, then answer frames until stopped. Closes everything it opened."""
         hello = {"op": "hello", "model": self.spec.name, "version": self.spec.version, "segments": segment_prefix}
+        self._hello = {**hello, "pid": self.pid, "slots": self.slots}
         try:
-            self.channel.send({**hello, "pid": self.pid, "slots": self.slots})
+            self.channel.broadcast(self._hello)
             if self.slots > 1:
                 self._await(self._serve_concurrently())
                 return
             while (frame := self._next_frame()) is not None:
-                if frame["op"] == "batch" and self.spec.config.decoupled:
-                    self.stream(frame)
-                elif frame["op"] == "batch":
-                    self.channel.send(self.handle(frame))
+                if frame["op"] == "batch":
+                    self._started(frame)
+                    if self.spec.config.decoupled:
+                        self.stream(frame)
+                    else:
+                        self.channel.send(self.handle(frame), frame["front"])
                 elif frame["op"] == "free":
                     self._free(frame)
+                elif frame["op"] == "announce":  # a front restarted: it learns of its workers this way
+                    self.channel.send(self._hello, frame["front"])
                 # "cancel" of a stream that has ended already: nothing left to stop
         except _Stopping:
             pass
         finally:
             self.close()
+
+    def _started(self, frame: dict[str, Any]) -> None:
+        """With several fronts a batch may wait here behind another front's: its front's execution timeout
+        counts from now, when it starts."""
+        if self.channel.fronts > 1 and self.spec.config.execution_timeout_s is not None:
+            self.channel.send({"op": "started", "id": frame["id"]}, frame["front"])
 
     def _next_frame(self) -> dict[str, Any] | None:
         """The next frame (None: stop); while none comes, idle shared memory is given back once."""
@@ -151,35 +165,44 @@ class Worker:
         """The frame loop of an async function with ``concurrency`` above one: each batch runs as a task on the
         worker's event loop while the next frames are taken; the front sends at most ``slots`` at once."""
         loop = asyncio.get_running_loop()
-        socket = zmq.asyncio.Socket.shadow(self.channel.socket.underlying)
+        sockets = [zmq.asyncio.Socket.shadow(sock.underlying) for sock in self.channel.sockets]
         stopped = asyncio.Event()
         loop.add_reader(self.channel.stop_fd, stopped.set)
-        running: dict[int, asyncio.Task[None]] = {}  # by batch id
+        running: dict[tuple[int, int], asyncio.Task[None]] = {}  # by front and batch id
         stop = asyncio.ensure_future(stopped.wait())
+        receiving: dict[asyncio.Future[Any], int] = {
+            asyncio.ensure_future(sock.recv()): i for i, sock in enumerate(sockets)
+        }
         try:
             while True:
-                receive = asyncio.ensure_future(socket.recv())
                 done, _ = await asyncio.wait(
-                    {receive, stop}, timeout=self.idle_release_s, return_when="FIRST_COMPLETED"
+                    {*receiving, stop}, timeout=self.idle_release_s, return_when="FIRST_COMPLETED"
                 )
                 if stop in done:
-                    receive.cancel()
                     return
                 if not done:
-                    receive.cancel()
                     self.release_idle(time.monotonic())
                     continue
-                frame = decode(receive.result())
-                if frame["op"] == "batch":
-                    task = loop.create_task(self._run_batch(frame, socket))
-                    running[frame["id"]] = task
-                    task.add_done_callback(partial(_forget, running, frame["id"]))
-                elif frame["op"] == "free":
-                    self._free(frame)
-                elif frame["op"] == "cancel" and frame["id"] in running:  # it passed its execution timeout
-                    self._timed_out.add(frame["id"])
-                    running[frame["id"]].cancel()
+                for receive in done:
+                    front = receiving.pop(receive)
+                    receiving[asyncio.ensure_future(sockets[front].recv())] = front
+                    frame = decode(receive.result())
+                    frame["front"] = front
+                    key = (front, frame.get("id", -1))
+                    if frame["op"] == "batch":
+                        task = loop.create_task(self._run_batch(frame, sockets[front]))
+                        running[key] = task
+                        task.add_done_callback(partial(_forget, running, key))
+                    elif frame["op"] == "free":
+                        self._free(frame)
+                    elif frame["op"] == "announce":
+                        await sockets[front].send(encode(self._hello))
+                    elif frame["op"] == "cancel" and key in running:  # it passed its execution timeout
+                        self._timed_out.add(key)
+                        running[key].cancel()
         finally:
+            for receive in receiving:
+                receive.cancel()
             loop.remove_reader(self.channel.stop_fd)
             stop.cancel()
             stopping = list(running.values())
@@ -200,9 +223,10 @@ class Worker:
         except Terminated:
             raise
         except asyncio.CancelledError:
-            if frame["id"] not in self._timed_out:  # the worker is stopping
+            key = (frame["front"], frame["id"])
+            if key not in self._timed_out:  # the worker is stopping
                 raise
-            self._timed_out.discard(frame["id"])
+            self._timed_out.discard(key)
             answer = {"op": "error", "id": frame["id"], "type": "ExecutionTimeoutError", "message": "cancelled"}
         except BaseException as exc:
             answer = self._error_frame(frame["id"], exc)
@@ -219,23 +243,23 @@ class Worker:
         """Run one batch of a decoupled model: a ``partial`` frame for each step that answers or ends a
         request, then ``done`` (or ``error``). Between steps it takes the front's frames: ``cancel`` closes a
         request's stream (the client went away), and once every stream is closed the function is stopped."""
-        batch_id, started = frame["id"], time.perf_counter()
+        batch_id, front, started = frame["id"], frame["front"], time.perf_counter()
         try:
             requests = self._requests(frame)
             open_ = set(range(len(requests)))
             with closing(self._steps(self.fn(requests))) as steps:
                 for step in steps:
-                    self._send_step(batch_id, step, requests, open_)
-                    open_ -= self._cancelled(batch_id)
+                    self._send_step(batch_id, front, step, requests, open_)
+                    open_ -= self._cancelled(batch_id, front)
                     if not open_:
                         break
         except (_Stopping, Terminated):
             raise
         except BaseException as exc:
-            self.channel.send(self._error_frame(batch_id, exc))
+            self.channel.send(self._error_frame(batch_id, exc), front)
             return
         compute_us = int((time.perf_counter() - started) * 1e6)
-        self.channel.send({"op": "done", "id": batch_id, "compute_us": compute_us})
+        self.channel.send({"op": "done", "id": batch_id, "compute_us": compute_us}, front)
 
     def _steps(self, result: Any) -> Generator[Any, None, None]:
         """The steps of a decoupled function's result: a generator's items (async ones driven on the worker's
@@ -257,7 +281,7 @@ class Worker:
         else:
             yield result
 
-    def _send_step(self, batch_id: int, step: Any, requests: list[Request], open_: set[int]) -> None:
+    def _send_step(self, batch_id: int, front: int, step: Any, requests: list[Request], open_: set[int]) -> None:
         if not isinstance(step, (list, tuple)) or len(step) != len(requests):
             got = f"{len(step)} entries" if isinstance(step, (list, tuple)) else type(step).__name__
             raise OutputValidationError(
@@ -270,23 +294,30 @@ class Worker:
             return
         outputs = self._collect([step[i] for i in index], [requests[i] for i in index]) if index else {}
         descriptors = {name: write_group(self.arena, arrays) for name, arrays in outputs.items()}
-        self.channel.send({"op": "partial", "id": batch_id, "index": index, "ended": ended, "outputs": descriptors})
+        partial_ = {"op": "partial", "id": batch_id, "index": index, "ended": ended, "outputs": descriptors}
+        self.channel.send(partial_, front)
         open_.difference_update(ended)
 
-    def _cancelled(self, batch_id: int) -> set[int]:
-        """The requests of this batch whose clients went away, from the frames that arrived during the step."""
+    def _cancelled(self, batch_id: int, front: int) -> set[int]:
+        """The requests of this batch whose clients went away, from the frames that arrived during the step.
+        Frames for later (another front's batch, and what comes with it) are put back, in order."""
         cancelled: set[int] = set()
+        later: list[dict[str, Any]] = []
         while True:
             try:
                 frame = self.channel.receive(0)
             except Empty:
+                for frame in later:
+                    self.channel.defer(frame)
                 return cancelled
             if frame is None:
                 raise _Stopping
-            if frame["op"] == "cancel" and frame["id"] == batch_id:
+            if frame["op"] == "cancel" and frame["id"] == batch_id and frame["front"] == front:
                 cancelled.add(frame["index"])
             elif frame["op"] == "free":
                 self._free(frame)
+            else:
+                later.append(frame)
 
     def _await(self, awaitable: Any) -> Any:
         if self._loop is None:
@@ -414,8 +445,8 @@ async def _awaited(awaitable: Any) -> Any:
     return await awaitable
 
 
-def _forget(running: dict[int, Any], batch_id: int, _: Any) -> None:
-    running.pop(batch_id, None)
+def _forget(running: dict[tuple[int, int], Any], key: tuple[int, int], _: Any) -> None:
+    running.pop(key, None)
 
 
 def _is_async(fn: Any) -> bool:

@@ -52,9 +52,10 @@ _SPAWNED = "from pybind_serve.worker_process import spawned_main; spawned_main()
 
 @dataclass(frozen=True)
 class Site:
-    """Where workers connect and how their segments are named; shared by every worker of a `Serve`."""
+    """Where workers connect (every front's ROUTER) and how their segments are named; shared by every worker of a
+    `Serve`."""
 
-    endpoint: str
+    endpoints: tuple[str, ...]
     owner: str
     lifeline_fd: int
     lifeline_write_fd: int
@@ -82,7 +83,7 @@ def _serve(job: Job, channel: WorkerChannel, pid: int | None) -> bool:
     except Exception as exc:
         log.error("%s: worker %d could not start:\n%s", job.spec.label, job.context.instance, user_traceback(exc))
         error = client_message(f"{type(exc).__name__}: {exc}")
-        channel.send({"op": "failed", "model": job.spec.name, "version": job.spec.version, "error": error})
+        channel.broadcast({"op": "failed", "model": job.spec.name, "version": job.spec.version, "error": error})
         channel.close(linger_ms=1000)  # the frame must leave before the socket goes
         return False
     site = job.site
@@ -96,7 +97,7 @@ def run_thread(job: Job, stop_fd: int) -> None:
     # A context of its own: if the function never returns, the owner's context can still be terminated.
     context: zmq.Context[Any] = zmq.Context()
     try:
-        _serve(job, WorkerChannel(context, job.site.endpoint, job.identity, stop_fd), None)
+        _serve(job, WorkerChannel(context, job.site.endpoints, job.identity, stop_fd), None)
     finally:
         os.close(stop_fd)
         context.term()
@@ -114,7 +115,7 @@ def _run_process(job: Job, parent: int) -> None:
     context: zmq.Context[Any] = zmq.Context()
     served = True
     try:
-        channel = WorkerChannel(context, job.site.endpoint, job.identity, job.site.lifeline_fd)
+        channel = WorkerChannel(context, job.site.endpoints, job.identity, job.site.lifeline_fd)
         served = _serve(job, channel, os.getpid())
     except Terminated:
         pass

@@ -135,7 +135,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def served(
-    url: str, shared_memory: bool, args: argparse.Namespace, front_pid: int | None, model_pids: list[int]
+    url: str, shared_memory: bool, args: argparse.Namespace, front_pids: list[int], model_pids: list[int]
 ) -> dict[str, Any]:
     context = mp.get_context("spawn")
     results = context.Queue()
@@ -149,10 +149,10 @@ def served(
     for p in procs:
         p.start()
     time.sleep(args.warmup)
-    cpu0, t0 = (cpu_seconds(front_pid) if front_pid else 0.0), time.monotonic()
+    cpu0, t0 = sum(cpu_seconds(pid) for pid in front_pids), time.monotonic()
     own0 = sum(cpu_seconds(pid) for pid in model_pids)
     time.sleep(args.seconds)
-    cpu1, t1 = (cpu_seconds(front_pid) if front_pid else 0.0), time.monotonic()
+    cpu1, t1 = sum(cpu_seconds(pid) for pid in front_pids), time.monotonic()
     own1 = sum(cpu_seconds(pid) for pid in model_pids)
     images, latencies = 0, []
     for _ in procs:
@@ -170,7 +170,7 @@ def served(
         "pixels_MB_per_s": images * 224 * 224 * 3 / args.seconds / 1e6,
         "p50_ms": statistics.median(latencies) * 1e3 if latencies else None,
         "p99_ms": latencies[int(0.99 * (requests - 1))] * 1e3 if latencies else None,
-        "front_cpu_percent": (cpu1 - cpu0) / (t1 - t0) * 100 if front_pid else None,
+        "front_cpu_percent": (cpu1 - cpu0) / (t1 - t0) * 100,
         "model_process_cpu_percent": (own1 - own0) / (t1 - t0) * 100,
     }
 
@@ -189,15 +189,15 @@ def children() -> list[int]:
     return found
 
 
-def server_processes() -> tuple[int | None, list[int]]:
-    """The front process and the model's worker processes (``--instances``), all children of this one."""
-    front, workers = None, []
+def server_processes() -> tuple[list[int], list[int]]:
+    """The front processes and the model's worker processes (``--instances``), all children of this one."""
+    fronts: list[int] = []
+    workers: list[int] = []
     for pid in children():
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             is_front = b"pybind_serve.front.process" in f.read()
-        front = pid if is_front else front
-        workers += [] if is_front else [pid]
-    return front, workers
+        (fronts if is_front else workers).append(pid)
+    return fronts, workers
 
 
 def measure_offline(args: argparse.Namespace) -> tuple[str, dict[str, float]]:
@@ -251,6 +251,9 @@ def main() -> None:
         "--instances", type=int, default=None, help="per device with --devices; else worker processes (None: none)"
     )
     parser.add_argument("--devices", default=None, help="'all' or cuda:0,cuda:1 (None: no placement)")
+    parser.add_argument("--fronts", type=int, default=1, help="front processes (Serve(fronts=N))")
+    parser.add_argument("--paths", default="http,grpc", help="protocols to serve over")
+    parser.add_argument("--no-shm", action="store_true", help="only the network paths (tensors in the requests)")
     parser.add_argument("--out", type=Path, default=HERE.parent / "results")
     parser.add_argument("--name", default="gpu_resnet50", help="results file stem")
     args = parser.parse_args()
@@ -275,7 +278,9 @@ def main() -> None:
     devices = None if args.devices is None else "all" if args.devices == "all" else args.devices.split(",")
     batcher = DynamicBatcher(max_queue_delay_us=args.delay_us)
     config = ModelConfig(max_batch_size=args.batch, batcher=batcher, instances=args.instances, devices=devices)
-    serving = Serve(http_port=0, grpc_port=0, metrics_port=0, system_shared_memory=True, startup_timeout_s=300)
+    serving = Serve(
+        http_port=0, grpc_port=0, metrics_port=0, system_shared_memory=True, startup_timeout_s=300, fronts=args.fronts
+    )
     with serving as serve:
         started = time.monotonic()
         serve.bind(
@@ -292,14 +297,15 @@ def main() -> None:
             warm = np.zeros((args.batch, 224, 224, 3), np.uint8)
             with ThreadPoolExecutor(8) as pool:
                 list(pool.map(lambda _: client.infer_batch(image=warm), range(16 * (args.instances or 1))))
-        front, workers = server_processes()
+        fronts, workers = server_processes()
         model_pids = workers or [os.getpid()]
         paths = {"http": serve.http_url, "grpc": f"grpc://{serve.grpc_url}"}
         result["served"] = {}
-        for name, url in paths.items():
-            for shared_memory in (False, True):
+        for name in args.paths.split(","):
+            url = paths[name]
+            for shared_memory in (False,) if args.no_shm else (False, True):
                 label = f"{name} + system shm" if shared_memory else name
-                figures = served(url, shared_memory, args, front, model_pids)
+                figures = served(url, shared_memory, args, fronts, model_pids)
                 figures["ratio_to_offline"] = figures["images_per_s"] / result["offline"]["images_per_s"]
                 result["served"][label] = figures
                 print(label, figures, flush=True)
@@ -320,7 +326,8 @@ def main() -> None:
         "",
         f"{result['device']}, torch {result['torch']}, {result['cpus']} CPUs; batch {args.batch}; requests of "
         f"{args.images_per_request} images from {args.clients} processes x {args.threads} threads; "
-        f"instance groups {result['instance_group']} (devices {args.devices}, instances {args.instances}), every "
+        f"instance groups {result['instance_group']} (devices {args.devices}, instances {args.instances}), "
+        f"{args.fronts} front process(es), every "
         f"instance ready {result['ready_s']:.1f} s after bind; CUDA initialised in the binding process first; "
         f"{args.seconds:g} s windows.",
         "",

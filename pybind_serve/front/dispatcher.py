@@ -110,6 +110,10 @@ class Dispatcher:
         """Whether any batch is out to a worker."""
         return bool(self._inflight)
 
+    def known(self) -> set[bytes]:
+        """The identities of the workers registered here."""
+        return set(self._workers)
+
     @property
     def batches_sent(self) -> int:
         return self._sent
@@ -160,11 +164,14 @@ class Dispatcher:
         for worker in workers:
             self.remove(worker.identity, "was unbound")
 
-    def answer(self, frame: dict[str, Any]) -> None:
-        """A worker's result, partial, done or error frame arrived."""
+    def answer(self, identity: bytes, frame: dict[str, Any]) -> None:
+        """A worker's started, result, partial, done or error frame arrived. One for a batch this front does not
+        know (sent by the front this one replaced, which died) only has its outputs freed."""
         flight = self._inflight.get(frame["id"])
         if flight is not None:
             flight.answers.put_nowait(frame)
+        elif frame.get("outputs"):
+            self._send(identity, {"op": "free", "blocks": [list(d["block"]) for d in frame["outputs"].values()]})
 
     async def _drive(self, worker: _Worker) -> None:
         scheduler = worker.entry.scheduler
@@ -272,9 +279,14 @@ class Dispatcher:
         return self._answer_in_time(worker, flight, timeout_s)
 
     async def _answer_in_time(self, worker: _Worker, flight: _Flight, timeout_s: float) -> dict[str, Any]:
-        timer = asyncio.get_running_loop().call_later(timeout_s, _time_out, flight.answers)
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(timeout_s, _time_out, flight.answers)
         try:
-            reply = await flight.answers.get()
+            # With several fronts, a worker says when it starts a batch that may have waited behind another
+            # front's: the time limit counts from then.
+            while (reply := await flight.answers.get())["op"] == "started":
+                timer.cancel()
+                timer = loop.call_later(timeout_s, _time_out, flight.answers)
         finally:
             timer.cancel()
         if reply is _TIMED_OUT:
@@ -305,8 +317,8 @@ class Dispatcher:
         if worker.entry.spec.config.decoupled:  # its function is closed at its next step
             for index in range(len(flight.live)):
                 self._cancel_in_worker(worker, flight.batch_id, index)
-        while (late := await flight.answers.get())["op"] == "partial":
-            self._release(worker, late["outputs"])
+        while (late := await flight.answers.get())["op"] in ("partial", "started"):
+            self._release(worker, late.get("outputs", {}))
         self._release(worker, late.get("outputs", {}))
         if self._workers.get(worker.identity) is worker:
             log.warning("%s: the function returned after overrunning execution_timeout_s; ready again", label)

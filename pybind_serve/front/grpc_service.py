@@ -79,6 +79,7 @@ class GrpcOptions:
     max_message_bytes: int  # for requests and responses alike
     server_version: str
     max_metadata_bytes: int = 64 << 10
+    reuse_port: bool = False  # several front processes share the port
 
 
 def status_code(exc: BaseException) -> grpc.StatusCode:
@@ -104,7 +105,8 @@ async def start_server(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
-            ("grpc.so_reuseport", 0),  # grpc's default would let a second server share the port unnoticed
+            # grpc's default would let a second server share the port unnoticed: only our own fronts share it
+            ("grpc.so_reuseport", int(options.reuse_port)),
             ("grpc.server.max_pending_requests", MAX_WAITING_CALLS),
             ("grpc.server.max_pending_requests_hard_limit", MAX_WAITING_CALLS),
             ("grpc.max_metadata_size", options.max_metadata_bytes),
@@ -238,7 +240,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_answering_errors
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> pb.ModelStatisticsResponse:
-        entries = statistics.model_statistics(self._models, self._metrics, request.name, request.version)
+        entries = await statistics.model_statistics(self._models, self._metrics, request.name, request.version)
         return grpc_codec.model_statistics_response(entries)
 
     @_answering_errors
@@ -342,14 +344,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.SystemSharedMemoryRegisterRequest, context: Any
     ) -> pb.SystemSharedMemoryRegisterResponse:
         body = {"key": request.key, "offset": request.offset, "byte_size": request.byte_size}
-        enabled(self._regions).register(shared_memory.parse_register(request.name, body))
+        await enabled(self._regions).register_everywhere(shared_memory.parse_register(request.name, body))
         return pb.SystemSharedMemoryRegisterResponse()
 
     @_answering_errors
     async def SystemSharedMemoryUnregister(
         self, request: pb.SystemSharedMemoryUnregisterRequest, context: Any
     ) -> pb.SystemSharedMemoryUnregisterResponse:
-        enabled(self._regions).unregister(request.name)
+        await enabled(self._regions).unregister_everywhere(request.name)
         return pb.SystemSharedMemoryUnregisterResponse()
 
     @_answering_errors

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import grpc
@@ -36,21 +36,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..errors import ModelNotFoundError, StartupError, UnavailableError
+from ..errors import InferenceError, ModelNotFoundError, StartupError, UnavailableError
 from ..linux import trim_heap
 from ..metrics import Metrics
 from ..protocol.messages import ModelSpec
+from ..protocol.shared_memory import RegionSpec
 from ..system_metrics import SystemMetrics
 from ..transport.channel import endpoint_path
 from ..transport.frames import decode, encode
-from ..transport.shm import Arena, remove_segments_of
+from ..transport.shm import Arena, front_tag, remove_segments_of
 from ..version import __version__
 from .connection_limits import ConnectionLimits, limited_protocol
 from .dispatcher import Dispatcher
 from .grpc_service import GrpcOptions, start_server
 from .health import Readiness
 from .models import Models
-from .regions import Regions
+from .peers import Peers
+from .regions import Regions, enabled
 from .rest_app import HttpOptions, create_app
 
 log = logging.getLogger("pybind_serve.front")
@@ -79,6 +81,9 @@ class FrontOptions:
     max_header_count: int = 100
     read_timeout_s: float = 30.0
     idle_release_s: float = 10.0
+    index: int = 0  # which front this is, of `Serve(fronts=N)`
+    peers: tuple[str, ...] = ()  # every front's endpoint, this one's at ``index`` (none: the only front)
+    grpc_reuse_port: bool = False  # the other fronts listen on the same gRPC port
 
 
 class _Server(uvicorn.Server):
@@ -98,13 +103,18 @@ class Front:
         self.readiness = Readiness(self.is_ready, self.stopping)
         self.models = Models(on_change=self.readiness.changed)
         self.metrics = Metrics(pending=self._pending_counts, system=SystemMetrics())
-        self.arena = Arena(options.owner, "front")
+        self.arena = Arena(options.owner, front_tag(options.index, os.getpid()))
         self.context = zmq.asyncio.Context()
         self.router = self.context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.bind(options.endpoint)
         self.dispatcher = Dispatcher(self.arena, self.send, self.metrics)
         self.regions = Regions() if options.system_shared_memory else None
+        self.peers = Peers(self.context, options.index, list(options.peers)) if len(options.peers) > 1 else None
+        if self.peers is not None:
+            self.metrics.peers = self._peer_counters
+            if self.regions is not None:
+                self.regions.share = self._share_region
         self.opened = False  # set by the owner once the models bound before run() are loaded
         self.owner_gone = False
         self._servers: list[_Server] = []
@@ -118,6 +128,10 @@ class Front:
             "worker_gone": self._worker_gone,
             "status": self._status,
             "open": self._open,
+            "adopt": self._adopt,
+            "counters": self._counters,
+            "region": self._region,
+            "regions": self._regions,
         }
 
     def is_serving(self) -> bool:
@@ -155,6 +169,7 @@ class Front:
             self.options.grpc_max_message_bytes,
             __version__,
             self.options.max_header_bytes,
+            self.options.grpc_reuse_port,
         )
         try:
             self._grpc, port = await start_server(
@@ -228,7 +243,8 @@ class Front:
 
     def _metrics_app(self) -> Starlette:
         async def metrics(_: Request) -> Response:
-            return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+            text = (await self.metrics.totals()).render()
+            return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
         return Starlette(routes=[Route("/metrics", metrics)])
 
@@ -242,8 +258,8 @@ class Front:
 
     def _route(self, identity: bytes, frame: dict[str, Any]) -> None:
         op = frame.get("op")
-        if op in ("result", "error", "partial", "done"):
-            self.dispatcher.answer(frame)
+        if op in ("result", "error", "partial", "done", "started"):
+            self.dispatcher.answer(identity, frame)
         elif op == "hello":
             self._hello(identity, frame)
         elif op == "failed":
@@ -306,6 +322,47 @@ class Front:
         self.opened = True
         self.readiness.changed()
 
+    async def _adopt(self, frame: dict[str, Any]) -> None:
+        """This front replaces one that died: take the shared-memory regions the other fronts hold, and ask the
+        workers (``identities``, which reconnect to our endpoint by themselves) to say hello again."""
+        if self.peers is not None and self.regions is not None:
+            for reply in await self.peers.call("regions"):
+                for fields in reply["regions"]:
+                    try:
+                        self.regions.register(RegionSpec(**fields))
+                    except InferenceError as exc:  # its segment was unlinked since: it cannot be reached here
+                        log.warning("region %r is not usable through this front: %s", fields["name"], exc)
+                break
+        waiting = {identity.encode() for identity in frame["identities"]}
+        deadline = time.monotonic() + frame.get("wait_s", 10.0)
+        while (waiting := waiting - self.dispatcher.known()) and time.monotonic() < deadline:
+            for identity in waiting:
+                self.send(identity, {"op": "announce"})  # dropped until the worker has reconnected
+            await asyncio.sleep(0.05)
+
+    async def _counters(self, _: dict[str, Any]) -> dict[str, Any]:
+        return {"counters": self.metrics.snapshot()}
+
+    async def _peer_counters(self) -> list[dict[str, Any]]:
+        assert self.peers is not None
+        return [reply["counters"] for reply in await self.peers.call("counters") if reply.get("ok")]
+
+    async def _region(self, frame: dict[str, Any]) -> None:
+        """Another front registered or unregistered a region: the same here."""
+        regions = enabled(self.regions)
+        if frame["change"] == "register":
+            regions.register(RegionSpec(**frame["fields"]))
+        else:
+            regions.unregister(frame["fields"]["name"])
+
+    async def _regions(self, _: dict[str, Any]) -> dict[str, Any]:
+        return {"regions": [asdict(spec) for spec in enabled(self.regions).status()]}
+
+    async def _share_region(self, change: str, fields: dict[str, Any]) -> list[str]:
+        assert self.peers is not None
+        replies = await self.peers.call("region", change=change, fields=fields)
+        return [str(reply.get("error")) for reply in replies if not reply.get("ok")]
+
     async def _worker_gone(self, frame: dict[str, Any]) -> None:
         self.dispatcher.remove(frame["identity"].encode(), frame["why"])
 
@@ -335,6 +392,8 @@ class Front:
         receiving.cancel()
         await asyncio.gather(receiving, housekeeping, *servers, return_exceptions=True)
         self.router.close(linger=0)
+        if self.peers is not None:
+            self.peers.close()
         self.context.term()
         self.arena.close()
         if self.regions is not None:

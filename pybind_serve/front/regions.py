@@ -20,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from ..errors import InvalidInputError, UnsupportedError
 from ..protocol.shared_memory import NOT_ENABLED, RegionSpec, TensorReference, check_window
@@ -77,10 +79,33 @@ def _map(spec: RegionSpec) -> _Mapped:
 
 
 class Regions:
-    """Registered regions by name: `register`, `unregister`, `status`, `view`; `close` unmaps them all."""
+    """Registered regions by name: `register`, `unregister`, `status`, `view`; `close` unmaps them all.
+
+    With several front processes, the endpoints call `register_everywhere` and `unregister_everywhere`, which
+    also ``share`` the change with the other fronts (their `register` / `unregister`) before answering.
+    """
 
     def __init__(self) -> None:
         self._regions: dict[str, _Mapped] = {}
+        # Applies a change on the other fronts: ("register", spec fields) or ("unregister", {"name": ...});
+        # answers their errors.
+        self.share: Callable[[str, dict[str, Any]], Awaitable[list[str]]] | None = None
+
+    async def register_everywhere(self, spec: RegionSpec) -> None:
+        """`register` here and on every other front; if one of them refuses, nowhere."""
+        self.register(spec)
+        if self.share is None:
+            return
+        errors = await self.share("register", asdict(spec))
+        if errors:
+            self.unregister(spec.name)
+            await self.share("unregister", {"name": spec.name})
+            raise InvalidInputError(errors[0])
+
+    async def unregister_everywhere(self, name: str = "") -> None:
+        self.unregister(name)
+        if self.share is not None:
+            await self.share("unregister", {"name": name})
 
     def register(self, spec: RegionSpec) -> None:
         if spec.name in self._regions:

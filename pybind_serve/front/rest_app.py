@@ -135,7 +135,7 @@ def create_app(
 
     async def model_statistics(request: Request) -> Response:
         name, version = request.path_params.get("name", ""), request.path_params.get("version", "")
-        return _json({"model_stats": statistics.model_statistics(models, metrics, name, version)})
+        return _json({"model_stats": await statistics.model_statistics(models, metrics, name, version)})
 
     async def shm_status(request: Request) -> Response:
         return _json(shared_memory.status_document(enabled(regions).status(request.path_params.get("name", ""))))
@@ -143,11 +143,12 @@ def create_app(
     async def shm_register(request: Request) -> Response:
         name = request.path_params["name"]
         registry = enabled(regions)
-        registry.register(shared_memory.parse_register(name, await _json_body(request, "a register request")))
+        spec = shared_memory.parse_register(name, await _json_body(request, "a register request"))
+        await registry.register_everywhere(spec)
         return Response(status_code=200)
 
     async def shm_unregister(request: Request) -> Response:
-        enabled(regions).unregister(request.path_params.get("name", ""))
+        await enabled(regions).unregister_everywhere(request.path_params.get("name", ""))
         return Response(status_code=200)
 
     async def cuda_status(request: Request) -> Response:

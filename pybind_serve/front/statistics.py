@@ -1,4 +1,4 @@
-"""Triton's model statistics answer, from the front's metrics counters, for both fronts."""
+"""Triton's model statistics answer, from the metrics counters of every front process, for both protocols."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ from .models import Models
 __all__ = ["model_statistics"]
 
 
-def model_statistics(models: Models, metrics: Metrics, name: str, version: str) -> list[dict[str, Any]]:
-    """The ``model_stats`` entries of the loaded versions `Models.matching` selects (all, for an empty name)."""
+async def model_statistics(models: Models, metrics: Metrics, name: str, version: str) -> list[dict[str, Any]]:
+    """The ``model_stats`` entries of the loaded versions `Models.matching` selects (all, for an empty name),
+    counted over every front of the server."""
     entries = []
-    for entry in models.matching(name, version):
+    selected = models.matching(name, version)  # ModelNotFoundError before asking the other fronts
+    metrics = await metrics.totals()
+    for entry in selected:
         spec = entry.spec
         stats = metrics.model(spec.name, spec.version)
         entries.append(

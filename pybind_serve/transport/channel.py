@@ -1,4 +1,4 @@
-"""ZeroMQ channels: the front binds one ROUTER; workers and the owning `Serve` connect DEALERs to it.
+"""ZeroMQ channels: each front process binds one ROUTER; workers and the owning `Serve` connect a DEALER to each.
 
 Only small JSON frames (`frames`) travel here. The control client is synchronous (the owner calls it from
 ``bind`` / ``stop``); each call carries an id so a late reply to a call that timed out is never taken for
@@ -14,7 +14,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
@@ -58,39 +59,70 @@ def remove_stale_endpoints(directory: str | None = None) -> list[str]:
 
 
 class WorkerChannel:
-    """A worker's DEALER: blocking send/receive of frames, woken early when ``stop_fd`` becomes readable."""
+    """A worker's DEALERs, one connected to each front process: blocking send/receive of frames, woken early
+    when ``stop_fd`` becomes readable.
 
-    def __init__(self, context: zmq.Context[Any], endpoint: str, identity: str, stop_fd: int) -> None:
-        self.socket = context.socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.IDENTITY, identity.encode())
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.connect(endpoint)
+    Every frame received carries ``"front"``: the index of the front it came from, which is where its answers
+    go (`send`). A frame taken out of turn (a batch of another front, while one streams) can be put back with
+    `defer`; `receive` hands deferred frames out first, in order.
+    """
+
+    def __init__(self, context: zmq.Context[Any], endpoints: Sequence[str], identity: str, stop_fd: int) -> None:
+        self.sockets: list[zmq.Socket[Any]] = []
+        for endpoint in endpoints:
+            sock = context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.IDENTITY, identity.encode())
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(endpoint)
+            self.sockets.append(sock)
         self.stop_fd = stop_fd
+        self._deferred: deque[dict[str, Any]] = deque()
         self._poller = zmq.Poller()
-        self._poller.register(self.socket, zmq.POLLIN)
+        for sock in self.sockets:
+            self._poller.register(sock, zmq.POLLIN)
         self._poller.register(stop_fd, zmq.POLLIN)
+        self._index = {sock: i for i, sock in enumerate(self.sockets)}
 
-    def send(self, frame: dict[str, Any]) -> None:
-        self.socket.send(encode(frame), copy=False)
+    @property
+    def fronts(self) -> int:
+        return len(self.sockets)
+
+    def send(self, frame: dict[str, Any], front: int = 0) -> None:
+        self.sockets[front].send(encode(frame), copy=False)
+
+    def broadcast(self, frame: dict[str, Any]) -> None:
+        """Send ``frame`` to every front."""
+        data = encode(frame)
+        for sock in self.sockets:
+            sock.send(data)
+
+    def defer(self, frame: dict[str, Any]) -> None:
+        self._deferred.append(frame)
 
     def receive(self, timeout_ms: int | None = None) -> dict[str, Any] | None:
         """The next frame, or None once ``stop_fd`` is readable (stop asked, or the owner died).
 
         With ``timeout_ms`` (0: only what has arrived already), `Empty` when no frame came in time.
         """
+        if self._deferred:
+            return self._deferred.popleft()
         while True:
             events = dict(self._poller.poll(timeout_ms))
-            if self.socket in events:
-                return decode(self.socket.recv())
+            for sock in self.sockets:
+                if sock in events:
+                    frame = decode(sock.recv())
+                    frame["front"] = self._index[sock]
+                    return frame
             if events:
                 return None
             if timeout_ms is not None:
                 raise Empty
 
     def close(self, linger_ms: int = 0) -> None:
-        """Close the socket; frames not yet sent are dropped unless ``linger_ms`` gives them that long."""
-        if not self.socket.closed:
-            self.socket.close(linger=linger_ms)
+        """Close the sockets; frames not yet sent are dropped unless ``linger_ms`` gives them that long."""
+        for sock in self.sockets:
+            if not sock.closed:
+                sock.close(linger=linger_ms)
 
 
 class ControlClient:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 __all__ = [
     "Arena",
     "Block",
+    "front_tag",
     "SegmentMap",
     "new_owner",
     "remove_segments_of",
@@ -250,6 +251,12 @@ def new_owner() -> str:
 def segment_prefix(owner: str, tag: str = "") -> str:
     """The name prefix of the segments of one server, or of one of its arenas given ``tag``."""
     return f"{PREFIX}{owner}_{tag}_" if tag else f"{PREFIX}{owner}_"
+
+
+def front_tag(index: int, pid: int) -> str:
+    """The arena tag of front process ``index`` (pid ``pid``): a restarted front never meets its predecessor's
+    segments, which the owner removes."""
+    return f"front{index}p{pid}"
 
 
 def remove_segments_of(owner: str, tag: str = "") -> list[str]:

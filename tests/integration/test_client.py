@@ -430,6 +430,7 @@ def test_a_server_that_goes_away_in_the_middle_of_a_request(tmp_path: Path, prot
                 call = pool.submit(model.infer_sample, x=[1])
                 assert read_line(process) == "called"
                 started = time.monotonic()
+                os.kill(process.pid, signal.SIGKILL)  # the owner first: else it would restart its front
                 os.kill(front, signal.SIGKILL)
                 # HTTP: the pool retries a dropped keep-alive connection once, and finds the server gone
                 with pytest.raises(ServerUnreachableError, match=r"broke before the answer came|cannot reach"):

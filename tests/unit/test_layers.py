@@ -34,6 +34,7 @@ LAYERS = {
     "front": 6,
     "worker_process": 7,
     "supervisor": 8,
+    "fronts": 8,
     "serve": 9,
     "__init__": 10,
     "integrations": 10,  # optional bridges: may use serve, and __init__ must never import them

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
 from pybind_serve.metrics import BATCH_BUCKETS, Metrics, ModelStats
@@ -181,3 +184,41 @@ def test_each_metrics_has_its_own_registry() -> None:
     first.model("only_first", 1).success = 1
     assert first.registry is not second.registry
     assert b"only_first" not in second.render()
+
+
+def test_totals_add_up_every_fronts_counters_and_pending_requests() -> None:
+    """With several fronts, /metrics and the statistics answer the sum of each front's snapshot."""
+    here, there = Metrics(pending=lambda: {("m", 1): 2}), Metrics(pending=lambda: {("m", 1): 3, ("n", 1): 1})
+    for metrics, rows in ((here, 4), (there, 64)):
+        stats = metrics.model("m", 1)
+        stats.success += rows
+        stats.request_us += 10
+        stats.batch(rows)
+        stats.fail("OTHER")
+    there.model("n", 1).success = 7
+    total = here.merged([there.snapshot()])
+    m = total.model("m", 1)
+    assert (m.success, m.exec_count, m.inference_count, m.request_us, m.failures) == (68, 2, 68, 20, {"OTHER": 2})
+    assert m.batch_sizes[2] == 1 and m.batch_sizes[6] == 1 and m.batch_rows == 68
+    assert total.model("n", 1).success == 7
+    assert total.pending() == {("m", 1): 5, ("n", 1): 1}
+    text = total.render().decode()
+    assert 'nv_inference_request_success{model="m",version="1"} 68' in text
+    assert 'nv_inference_pending_request_count{model="m",version="1"} 5.0' in text
+    assert here.model("m", 1).success == 4  # the front's own counters are left as they were
+
+
+def test_a_single_front_totals_are_its_own_counters() -> None:
+    metrics = Metrics()
+    assert asyncio.run(metrics.totals()) is metrics
+
+
+def test_totals_ask_the_peers() -> None:
+    here, there = Metrics(), Metrics()
+    there.model("m", 1).success = 5
+
+    async def peers() -> list[dict[str, Any]]:
+        return [there.snapshot()]
+
+    here.peers = peers
+    assert asyncio.run(here.totals()).model("m", 1).success == 5

@@ -1,0 +1,268 @@
+"""The front processes of one `Serve`: listening sockets, starting, calling, watching, restarting, stopping.
+
+With ``Serve(fronts=N)`` there are N front processes, each a whole KServe v2 server (HTTP, gRPC, batching) over
+the same workers: they share the HTTP port through N listening sockets bound with ``SO_REUSEPORT`` (the kernel
+spreads connections over them) and the gRPC port the same way, while the metrics port belongs to front 0, which
+answers totals (`front.peers`). The owner binds the HTTP and metrics sockets and keeps its copies until `close`,
+so a front that died is restarted on the same sockets and endpoint (`watch`): connections that arrive
+meanwhile wait in its backlog, the workers reconnect to it by themselves, and ``on_restart`` loads the models
+into it again. One front (the default) works exactly the same, with plain sockets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from .errors import PortInUseError, StartupError
+from .transport.channel import ControlClient, endpoint_path, new_endpoint
+from .transport.shm import front_tag, remove_segments_of
+
+__all__ = ["Fronts"]
+
+log = logging.getLogger("pybind_serve")
+
+RESTART_INTERVAL_S = 1.0  # at most one restart of a front per this long, should it keep dying
+
+
+class Fronts:
+    """N front processes. ``options`` is what every front gets on its command line (`FrontOptions` fields other
+    than the sockets, the endpoints and the gRPC port)."""
+
+    def __init__(
+        self,
+        count: int,
+        host: str,
+        ports: dict[str, int | None],
+        options: dict[str, Any],
+        lifeline_fd: int,
+        context: zmq.Context[Any],
+        startup_timeout_s: float,
+        stop_timeout_s: float,
+    ) -> None:
+        self.count, self.host, self.ports = count, host, dict(ports)
+        self._options, self._lifeline_fd, self._context = options, lifeline_fd, context
+        self._startup_timeout_s, self._stop_timeout_s = startup_timeout_s, stop_timeout_s
+        self.endpoints = [new_endpoint(os.getpid()) for _ in range(count)]
+        self._sockets: list[dict[str, socket.socket]] = []
+        self._processes: list[subprocess.Popen[bytes] | None] = [None] * count
+        self._controls: list[ControlClient] = []
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    # -- starting ---------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind the ports, start every front and wait for each to answer (`StartupError`, `PortInUseError`)."""
+        shared = self.count > 1
+        for kind in ("http", "grpc") if shared else ():  # every front shares them: nothing else may have them
+            if port := self.ports[kind]:
+                _check_free(self.host, port, kind)
+        for index in range(self.count):
+            kinds = ("http", "metrics") if index == 0 else ("http",)
+            wanted = {kind: self.ports[kind] for kind in kinds}
+            sockets = _listen_all(self.host, wanted, reuse_port=shared)
+            self._sockets.append(sockets)
+            self.ports.update({kind: sock.getsockname()[1] for kind, sock in sockets.items()})
+        for index in range(self.count):
+            self._controls.append(ControlClient(self._context, self.endpoints[index]))
+            self._processes[index] = self._spawn(index)
+            reply = self._ping(index)
+            if index == 0:
+                self.ports["grpc"] = _grpc_port(reply)
+
+    def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+        sockets = self._sockets[index]
+        options = {
+            **self._options,
+            "endpoint": self.endpoints[index],
+            "host": self.host,
+            "http_fd": sockets["http"].fileno(),
+            "metrics_fd": sockets["metrics"].fileno() if "metrics" in sockets else None,
+            "grpc_port": self.ports["grpc"],
+            "grpc_reuse_port": self.count > 1,
+            "lifeline_fd": self._lifeline_fd,
+            "index": index,
+            "peers": self.endpoints if self.count > 1 else [],
+        }
+        fds = [s.fileno() for s in sockets.values()] + [self._lifeline_fd]
+        command = [sys.executable, "-m", "pybind_serve.front.process", json.dumps(options)]
+        # A session of its own: a signal to the owner's process group (Jupyter's kernel restart sends SIGTERM
+        # there) must not stop the front before its lifeline tells it the owner is gone, so that it cleans up.
+        return subprocess.Popen(command, pass_fds=fds, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def _ping(self, index: int) -> dict[str, Any]:
+        try:
+            return self._controls[index].call("ping", self._startup_timeout_s, alive=partial_alive(self, index))
+        except StartupError as exc:
+            process = self._processes[index]
+            code = process.poll() if process is not None else None
+            raise StartupError(f"{exc} (front exit code {code}); its stderr is above") from None
+
+    # -- calling ----------------------------------------------------------------------------------------------
+
+    def alive(self, index: int) -> bool:
+        process = self._processes[index]
+        return process is not None and process.poll() is None
+
+    def call(self, op: str, timeout_s: float, **fields: Any) -> list[dict[str, Any]]:
+        """Ask every front (one after the other); their replies. `StartupError` if one refuses or is gone."""
+        replies = []
+        for index, control in enumerate(self._controls):
+            reply = control.call(op, timeout_s, alive=partial_alive(self, index), **fields)
+            if not reply.get("ok"):
+                raise StartupError(reply.get("error", f"the front refused {op!r}"))
+            replies.append(reply)
+        return replies
+
+    def call_one(self, index: int, op: str, timeout_s: float, **fields: Any) -> dict[str, Any]:
+        reply = self._controls[index].call(op, timeout_s, alive=partial_alive(self, index), **fields)
+        if not reply.get("ok"):
+            raise StartupError(reply.get("error", f"the front refused {op!r}"))
+        return reply
+
+    def tell(self, op: str, **fields: Any) -> None:
+        """Tell every live front, not minding those that are gone or do not answer within 5 s."""
+        for index, control in enumerate(self._controls):
+            if self.alive(index):
+                try:
+                    control.call(op, 5.0, alive=partial_alive(self, index), **fields)
+                except StartupError:
+                    log.warning("front %d did not take %r", index, op)
+
+    def ready(self) -> bool:
+        """Whether every front is up and says every model is ready."""
+        try:
+            return all(self.alive(i) and r.get("ready") for i, r in enumerate(self.call("status", 5.0)))
+        except StartupError:
+            return False
+
+    # -- watching ---------------------------------------------------------------------------------------------
+
+    def watch(self, on_restart: Callable[[int], None]) -> None:
+        """Restart any front that exits while the server runs; ``on_restart(index)`` loads it again."""
+        self._watcher = threading.Thread(
+            target=self._watch, args=(on_restart,), name="pybind_serve-fronts", daemon=True
+        )
+        self._watcher.start()
+
+    def _watch(self, on_restart: Callable[[int], None]) -> None:
+        last_restart = [0.0] * self.count
+        while not self._stopping.wait(0.1):
+            for index in range(self.count):
+                process = self._processes[index]
+                if process is None or process.poll() is None or self._stopping.is_set():
+                    continue
+                if time.monotonic() - last_restart[index] < RESTART_INTERVAL_S:
+                    continue
+                last_restart[index] = time.monotonic()
+                log.error("front process %d (pid %d) exited with %s; restarting it", index, process.pid, process.poll())
+                remove_segments_of(self._options["owner"], front_tag(index, process.pid))
+                try:
+                    self._processes[index] = self._spawn(index)
+                    self._ping(index)
+                    on_restart(index)
+                except Exception:
+                    log.exception("front process %d could not be restarted", index)
+
+    # -- stopping ---------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop every front (they drain in parallel), then release the sockets and endpoints; idempotent."""
+        self._stopping.set()
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join()
+        running = [p for p in self._processes if p is not None and p.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self._stop_timeout_s
+        for process in running:
+            try:
+                process.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                log.error("a front process did not stop within %g s; killing it", self._stop_timeout_s)
+                process.kill()
+                process.wait()
+        for control in self._controls:
+            control.close()
+        for sockets in self._sockets:
+            for sock in sockets.values():
+                sock.close()
+        self._controls, self._sockets = [], []
+        for endpoint in self.endpoints:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(endpoint_path(endpoint))
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._processes if p is not None]
+
+
+def partial_alive(fronts: Fronts, index: int) -> Callable[[], bool]:
+    return lambda: fronts.alive(index)
+
+
+def _grpc_port(reply: dict[str, Any]) -> int | None:
+    """The port the front's gRPC server listens on (None: off), from its answer to ``ping``."""
+    error = reply.get("grpc_error")
+    if error:
+        raise (PortInUseError if error["type"] == "PortInUseError" else StartupError)(error["message"])
+    port = reply.get("grpc_port")
+    return None if port is None else int(port)
+
+
+def _check_free(host: str, port: int, kind: str) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError.of(kind, host, port) from None
+            raise StartupError(f"cannot listen on {host}:{port} for {kind}: {exc}") from exc
+
+
+def _listen_all(host: str, ports: dict[str, int | None], reuse_port: bool) -> dict[str, socket.socket]:
+    """A listening socket per port asked for; if one cannot be had, those already bound are closed."""
+    sockets: dict[str, socket.socket] = {}
+    try:
+        for kind, port in ports.items():
+            if port is not None:
+                sockets[kind] = _listen(host, port, kind, reuse_port and kind == "http")
+    except BaseException:
+        for sock in sockets.values():
+            sock.close()
+        raise
+    return sockets
+
+
+def _listen(host: str, port: int, kind: str, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError.of(kind, host, port) from None
+        raise StartupError(f"cannot listen on {host}:{port} for {kind}: {exc}") from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
