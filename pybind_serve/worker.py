@@ -98,12 +98,16 @@ class Worker:
                 self._await(self._serve_concurrently())
                 return
             while (frame := self._next_frame()) is not None:
-                if frame["op"] == "batch":
+                if frame["op"] == "batch" and self.spec.config.decoupled:
                     self._started(frame)
-                    if self.spec.config.decoupled:
-                        self.stream(frame)
-                    else:
-                        self.channel.send(self.handle(frame), frame["front"])
+                    self.stream(frame)
+                elif frame["op"] == "batch":
+                    frames = self._waiting_beside(frame)
+                    for batch in frames:
+                        self._started(batch)
+                    answers = [self.handle(frame)] if len(frames) == 1 else self.handle_together(frames)
+                    for batch, answer in zip(frames, answers, strict=True):
+                        self.channel.send(answer, batch["front"])
                 elif frame["op"] == "free":
                     self._free(frame)
                 elif frame["op"] == "announce":  # a front restarted: it learns of its workers this way
@@ -114,10 +118,58 @@ class Worker:
         finally:
             self.close()
 
+    def _waiting_beside(self, frame: dict[str, Any]) -> list[dict[str, Any]]:
+        """``frame``, and the batches of other fronts already waiting here that fit beside it (``max_batch_size``
+        rows in all): each front forms its own batches, and this joins them again into one call, as one front
+        would have. Other frames are kept for later, in order; a batch that does not fit stops the search."""
+        limit = self.spec.config.max_batch_size
+        if self.channel.fronts == 1 or limit <= 0:
+            return [frame]
+        frames, rows, later = [frame], _frame_rows(frame), []
+        while True:
+            try:
+                waiting = self.channel.receive(0)
+            except Empty:
+                break
+            if waiting is None:  # stopping: answer what is in hand first, then stop at the next receive
+                break
+            if waiting["op"] == "free":
+                self._free(waiting)
+                continue
+            later.append(waiting)
+            if waiting["op"] == "batch":
+                if rows + _frame_rows(waiting) > limit:
+                    break
+                frames.append(later.pop())
+                rows += _frame_rows(waiting)
+        for waiting in later:
+            self.channel.defer(waiting)
+        return frames
+
+    def handle_together(self, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Run several batch frames as one call of the function; an answer (result or error) for each."""
+        started = time.perf_counter()
+        try:
+            parts = [self._requests(frame) for frame in frames]
+            requests = [request for part in parts for request in part]
+            responses = self._call(requests)
+            if not isinstance(responses, (list, tuple)) or len(responses) != len(requests):
+                self._collect(responses, requests)  # raises, saying what was wrong
+            answers, start = [], 0
+            for frame, part in zip(frames, parts, strict=True):
+                answers.append(self._answer(frame, part, responses[start : start + len(part)], started))
+                start += len(part)
+        except Terminated:
+            raise
+        except BaseException as exc:
+            error = self._error_frame(frames[0]["id"], exc)
+            return [{**error, "id": frame["id"]} for frame in frames]
+        return answers
+
     def _started(self, frame: dict[str, Any]) -> None:
-        """With several fronts a batch may wait here behind another front's: its front's execution timeout
-        counts from now, when it starts."""
-        if self.channel.fronts > 1 and self.spec.config.execution_timeout_s is not None:
+        """With several fronts a batch may wait here behind other fronts' batches. Its front hears when it
+        starts: its execution timeout counts from then, and it may send its next batch to wait here."""
+        if self.channel.fronts > 1:
             self.channel.send({"op": "started", "id": frame["id"]}, frame["front"])
 
     def _next_frame(self) -> dict[str, Any] | None:
@@ -443,6 +495,12 @@ def user_traceback(exc: BaseException) -> str:
 
 async def _awaited(awaitable: Any) -> Any:
     return await awaitable
+
+
+def _frame_rows(frame: dict[str, Any]) -> int:
+    """The rows of a batch frame: the sum of its requests' first dimensions."""
+    first = next(iter(frame["inputs"].values()))
+    return sum(shape[0] if shape else 1 for shape in first["shapes"])
 
 
 def _forget(running: dict[tuple[int, int], Any], key: tuple[int, int], _: Any) -> None:

@@ -225,8 +225,14 @@ class Dispatcher:
                 await self._stream(worker, flight)
             else:
                 reply = await self._next_answer(worker, flight)
+                while reply["op"] == "started":  # several fronts: the worker began ours; the next may wait
+                    if following is None:  # there meanwhile, to be joined with other fronts' batches
+                        following, reply = await self._send_next_until_answered(worker, flight)
+                    else:
+                        reply = await self._next_answer(worker, flight)
                 if reply is not _TIMED_OUT:
-                    following = self._launch_ready(worker)  # the worker is free: keep it busy while we answer
+                    # the worker is free: keep it busy while we answer
+                    following = following or self._launch_ready(worker)
                     self._deliver(worker, flight.live, reply, flight.stats)
         except Exception as exc:
             self._failed(worker, flight, exc)
@@ -236,6 +242,33 @@ class Dispatcher:
         else:
             self._done(worker, flight)
         return following
+
+    async def _send_next_until_answered(
+        self, worker: _Worker, flight: _Flight
+    ) -> tuple[_Flight | None, dict[str, Any]]:
+        """While the worker runs ``flight`` (it said "started"), send the model's next batch as soon as one forms,
+        to wait at the worker; the batch sent (None if the answer came first) and the answer."""
+        answer = asyncio.ensure_future(self._next_answer(worker, flight))
+        following = self._launch_ready(worker)
+        if following is not None:
+            return following, await answer
+        forming = asyncio.ensure_future(worker.entry.scheduler.next_batch())
+        try:
+            await asyncio.wait({answer, forming}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            answer.cancel()
+            forming.cancel()
+            raise
+        if forming.done() and not forming.cancelled() and forming.exception() is None:
+            if self._workers.get(worker.identity) is worker:
+                following = self._launch(worker, forming.result())
+            else:
+                _fail(forming.result(), UnavailableError(f"{worker.entry.spec.label}: its worker is gone; retry"))
+        else:
+            forming.cancel()
+            with contextlib.suppress(asyncio.CancelledError, InferenceError):
+                await forming
+        return following, await answer
 
     def _launch_ready(self, worker: _Worker) -> _Flight | None:
         if self._workers.get(worker.identity) is not worker:
@@ -279,14 +312,11 @@ class Dispatcher:
         return self._answer_in_time(worker, flight, timeout_s)
 
     async def _answer_in_time(self, worker: _Worker, flight: _Flight, timeout_s: float) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        timer = loop.call_later(timeout_s, _time_out, flight.answers)
+        # With several fronts, a worker says when it starts a batch (which may have waited behind another
+        # front's): that "started" is an answer too, so the next one's time limit counts from then.
+        timer = asyncio.get_running_loop().call_later(timeout_s, _time_out, flight.answers)
         try:
-            # With several fronts, a worker says when it starts a batch that may have waited behind another
-            # front's: the time limit counts from then.
-            while (reply := await flight.answers.get())["op"] == "started":
-                timer.cancel()
-                timer = loop.call_later(timeout_s, _time_out, flight.answers)
+            reply = await flight.answers.get()
         finally:
             timer.cancel()
         if reply is _TIMED_OUT:
@@ -335,9 +365,10 @@ class Dispatcher:
         live = flight.live
         for index, pending in enumerate(live):
             pending.future.add_done_callback(partial(self._cancel_in_worker, worker, flight.batch_id, index))
-        while (reply := await self._next_answer(worker, flight))["op"] == "partial":
-            self._hand_out(worker, reply["outputs"], [live[i] for i in reply["index"]], _emit)
-            _end(live[i] for i in reply["ended"])
+        while (reply := await self._next_answer(worker, flight))["op"] in ("partial", "started"):
+            if reply["op"] == "partial":
+                self._hand_out(worker, reply["outputs"], [live[i] for i in reply["index"]], _emit)
+                _end(live[i] for i in reply["ended"])
         if reply is _TIMED_OUT:
             return
         if reply["op"] == "error":

@@ -24,9 +24,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.utils.shared_memory as shm
 
-from pybind_serve import ModelConfig, Serve, Tensor, batch
+from pybind_serve import ModelConfig, Request, Serve, Tensor, batch
 from tests.conftest import module_server, wait_until
-from tests.integration.conftest import WAIT_S
+from tests.integration.conftest import WAIT_S, Gate
 
 FRONTS = 2
 resource_tracker.ensure_running()  # tritonclient's shared memory starts it: before any leak check's snapshot
@@ -334,4 +334,33 @@ def test_an_async_model_with_concurrency_serves_every_front(make_serve: Callable
         answers = list(pool.map(lambda c: [infer(c, "later")[0] for _ in range(5)], fronts))
     assert answers == [[200] * 5] * FRONTS
     for connection in fronts:
+        connection.close()
+
+
+def test_batches_of_different_fronts_waiting_for_one_worker_run_as_one_call(make_serve: Callable[..., Serve]) -> None:
+    """Each front forms its own batches; the ones that wait at the worker together are joined into one call (up
+    to max_batch_size rows), as one front would have batched them."""
+    calls: list[int] = []
+    gate = Gate()
+
+    def count(requests: list[Request]) -> list[dict[str, np.ndarray]]:
+        calls.append(len(requests))
+        gate.hold()  # the first call waits until the test opens the gate
+        return [{"sum": r["a"] + r["b"]} for r in requests]
+
+    server = make_serve(fronts=FRONTS)
+    server.bind("count", count, *ADD, config=ModelConfig(max_batch_size=8))
+    server.run()
+    first, spare = connections(server)
+    spare.close()
+    others = connections(server)
+    with ThreadPoolExecutor(3) as pool, gate:
+        held = pool.submit(infer, first, "count")
+        assert gate.entered.wait(WAIT_S)
+        more = [pool.submit(infer, connection, "count") for connection in others]
+        time.sleep(0.5)  # both reach the worker, and wait there behind the held call
+        gate.open()
+        assert held.result(WAIT_S)[0] == 200 and [m.result(WAIT_S)[0] for m in more] == [200, 200]
+    assert calls == [1, 2]
+    for connection in [first, *others]:
         connection.close()
