@@ -21,8 +21,8 @@ from .config import ModelConfig
 from .errors import ConfigurationError, StartupError
 from .fronts import Fronts
 from .placement import resolve_devices, visible_gpus
-from .protocol.messages import ModelSpec
 from .request import Request
+from .spec import ModelSpec
 from .supervisor import Supervisor
 from .tensor import Tensor
 from .transport.channel import remove_stale_endpoints

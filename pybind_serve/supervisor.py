@@ -35,7 +35,7 @@ import zmq
 
 from .context import WorkerContext
 from .placement import Placement, plan, visible_gpus
-from .protocol.messages import ModelSpec
+from .spec import ModelSpec
 from .transport.shm import remove_segments_of
 from .worker import ModelFunction
 from .worker_process import Job, Site, fork, run_thread, spawn

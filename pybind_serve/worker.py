@@ -34,8 +34,8 @@ import zmq.asyncio
 
 from .errors import MAX_MESSAGE_CHARS, InferenceError, ModelExecutionError, OutputValidationError, client_message
 from .linux import trim_heap
-from .protocol.messages import ModelSpec
 from .request import STREAM_END, Request
+from .spec import ModelSpec
 from .tensor import Tensor
 from .torch_outputs import from_torch, is_torch_tensor
 from .transport.channel import Empty, WorkerChannel

@@ -38,7 +38,7 @@ import zmq
 from .context import WorkerContext, build, enter
 from .errors import client_message
 from .linux import die_with_parent
-from .protocol.messages import ModelSpec
+from .spec import ModelSpec
 from .transport.channel import WorkerChannel
 from .transport.shm import Arena, segment_prefix
 from .worker import ModelFunction, Terminated, Worker, user_traceback

@@ -34,10 +34,11 @@ from ..errors import (
 )
 from ..metrics import Metrics
 from ..protocol import grpc_codec, shared_memory
-from ..protocol.messages import InferRequest, ModelSpec
+from ..protocol.messages import InferRequest
 from ..protocol.proto import grpc_service_pb2 as pb
 from ..protocol.proto import grpc_service_pb2_grpc as pb_grpc
 from ..protocol.proto import health_pb2_grpc
+from ..spec import ModelSpec
 from . import inference, statistics
 from .health import HealthServicer, Readiness
 from .models import NO_REPOSITORY, Models

@@ -21,8 +21,9 @@ import numpy as np
 
 from ..errors import InferenceError, InvalidInputError, ModelExecutionError, UnavailableError
 from ..metrics import Metrics
-from ..protocol.messages import InferRequest, ModelSpec
+from ..protocol.messages import InferRequest
 from ..scheduler import Pending
+from ..spec import ModelSpec
 from .dispatcher import Job
 from .models import Models
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import ModelNotFoundError, ModelNotReadyError, UnavailableError
-from ..protocol.messages import ModelSpec
 from ..scheduler import Scheduler
+from ..spec import ModelSpec
 
 __all__ = ["NO_REPOSITORY", "ModelEntry", "Models"]
 

@@ -39,8 +39,8 @@ from starlette.routing import Route
 from ..errors import InferenceError, ModelNotFoundError, StartupError, UnavailableError
 from ..linux import trim_heap
 from ..metrics import Metrics
-from ..protocol.messages import ModelSpec
 from ..protocol.shared_memory import RegionSpec
+from ..spec import ModelSpec
 from ..system_metrics import SystemMetrics
 from ..transport.channel import endpoint_path
 from ..transport.frames import decode, encode

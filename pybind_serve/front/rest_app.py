@@ -22,9 +22,10 @@ from starlette.routing import Route
 from ..errors import InferenceError, InternalServerError, InvalidInputError, UnsupportedError, client_message
 from ..metrics import Metrics
 from ..protocol import documents, generate, rest, shared_memory
-from ..protocol.messages import InferRequest, ModelSpec
+from ..protocol.messages import InferRequest
+from ..spec import ModelSpec
 from . import inference, statistics
-from .models import NO_REPOSITORY, Models
+from .models import NO_REPOSITORY, ModelEntry, Models
 from .regions import NO_CUDA, Regions, enabled
 from .rest_infer import InferRoute, decode_body, read_body
 
@@ -67,6 +68,163 @@ async def _json_body(request: Request, what: str) -> dict[str, Any]:
     return document
 
 
+@dataclass(frozen=True)
+class _Front:
+    """What the handlers read, as ``request.app.state.front``: the front's registry, counters and options.
+    ``is_serving`` is false while starting and stopping; ``regions``: the registered system shared-memory
+    regions (None: the extension is off)."""
+
+    models: Models
+    metrics: Metrics
+    options: HttpOptions
+    is_serving: Callable[[], bool]
+    regions: Regions | None
+    extensions: list[str]
+
+
+def _front(request: Request) -> _Front:
+    front: _Front = request.app.state.front
+    return front
+
+
+def _model(request: Request) -> ModelEntry:
+    return _front(request).models.find(request.path_params["name"], request.path_params.get("version"))
+
+
+async def _parse_generate(request: Request, spec: ModelSpec) -> InferRequest:
+    limit = _front(request).options.max_body_bytes
+    body = await read_body(request.receive, dict(request.scope["headers"]), limit)
+    body = await decode_body(body, request.headers.get("content-encoding"), limit)
+    return generate.parse_generate_request(body, spec)
+
+
+def _generate_responses(request: Request) -> AsyncGenerator[bytes, None]:
+    front = _front(request)
+    model = (request.path_params["name"], request.path_params.get("version"))
+    parse = partial(_parse_generate, request)
+    return inference.stream(
+        front.models, front.metrics, model, parse, generate.encode_generate_response, time.monotonic()
+    )
+
+
+async def generate_one(request: Request) -> Response:
+    responses = _generate_responses(request)
+    return Response(await inference.single(responses, f"model {request.path_params['name']!r}"), media_type=JSON)
+
+
+async def generate_stream(request: Request) -> Response:
+    responses = _generate_responses(request)
+    try:  # an error before the first response is an ordinary error answer, with its status
+        first = await anext(responses, None)
+    except InferenceError as exc:
+        return error_response(exc)
+    return StreamingResponse(_events(first, responses), media_type="text/event-stream; charset=utf-8")
+
+
+async def live(_: Request) -> Response:
+    return Response(status_code=200)
+
+
+async def ready(request: Request) -> Response:
+    front = _front(request)
+    return Response(status_code=200 if front.is_serving() and front.models.all_ready() else 503)
+
+
+async def server_metadata(request: Request) -> Response:
+    front = _front(request)
+    return _json(documents.server_metadata(front.options.server_version, front.extensions))
+
+
+async def model_metadata(request: Request) -> Response:
+    return _json(documents.model_metadata(_model(request).spec))
+
+
+async def model_config(request: Request) -> Response:
+    return _json(documents.model_config(_model(request).spec))
+
+
+async def model_ready(request: Request) -> Response:
+    return Response(status_code=200 if _model(request).is_ready and _front(request).is_serving() else 503)
+
+
+async def repository_index(request: Request) -> Response:
+    body = await request.body()
+    document = rest.load_json(body) if body.strip() else {}
+    only_ready = bool(document.get("ready")) if isinstance(document, dict) else False
+    return _json(documents.repository_index(_front(request).models.index(only_ready)))
+
+
+async def repository_control(action: str, request: Request) -> Response:
+    raise UnsupportedError(f"cannot {action} model {request.path_params['name']!r}: {NO_REPOSITORY}")
+
+
+async def model_statistics(request: Request) -> Response:
+    front, name, version = _front(request), request.path_params.get("name", ""), request.path_params.get("version", "")
+    return _json({"model_stats": await statistics.model_statistics(front.models, front.metrics, name, version)})
+
+
+async def shm_status(request: Request) -> Response:
+    regions = enabled(_front(request).regions)
+    return _json(shared_memory.status_document(regions.status(request.path_params.get("name", ""))))
+
+
+async def shm_register(request: Request) -> Response:
+    regions = enabled(_front(request).regions)
+    body = await _json_body(request, "a register request")
+    await regions.register_everywhere(shared_memory.parse_register(request.path_params["name"], body))
+    return Response(status_code=200)
+
+
+async def shm_unregister(request: Request) -> Response:
+    await enabled(_front(request).regions).unregister_everywhere(request.path_params.get("name", ""))
+    return Response(status_code=200)
+
+
+async def cuda_status(request: Request) -> Response:
+    if request.path_params.get("name"):  # none can be registered
+        raise InvalidInputError(f"Unable to find cuda shared memory region: '{request.path_params['name']}'")
+    return _json([])
+
+
+async def cuda_register(_: Request) -> Response:
+    raise UnsupportedError(NO_CUDA)
+
+
+async def cuda_unregister(_: Request) -> Response:
+    return Response(status_code=200)  # none is registered (perf_analyzer unregisters all before it starts)
+
+
+_SYSTEM, _CUDA = "/v2/systemsharedmemory", "/v2/cudasharedmemory"
+ROUTES = [
+    Route("/v2/health/live", live),
+    Route("/v2/health/ready", ready),
+    Route("/v2", server_metadata),
+    Route("/v2/repository/index", repository_index, methods=["GET", "POST"]),
+    Route("/v2/repository/models/{name}/load", partial(repository_control, "load"), methods=["POST"]),
+    Route("/v2/repository/models/{name}/unload", partial(repository_control, "unload"), methods=["POST"]),
+    Route("/v2/models/stats", model_statistics),  # before the model routes: "stats" is no model's name here
+    Route(f"{_SYSTEM}/status", shm_status),
+    Route(f"{_SYSTEM}/region/{{name}}/status", shm_status),
+    Route(f"{_SYSTEM}/region/{{name}}/register", shm_register, methods=["POST"]),
+    Route(f"{_SYSTEM}/unregister", shm_unregister, methods=["POST"]),
+    Route(f"{_SYSTEM}/region/{{name}}/unregister", shm_unregister, methods=["POST"]),
+    Route(f"{_CUDA}/status", cuda_status),
+    Route(f"{_CUDA}/region/{{name}}/status", cuda_status),
+    Route(f"{_CUDA}/region/{{name}}/register", cuda_register, methods=["POST"]),
+    Route(f"{_CUDA}/unregister", cuda_unregister, methods=["POST"]),
+    Route(f"{_CUDA}/region/{{name}}/unregister", cuda_unregister, methods=["POST"]),
+]
+for _prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+    ROUTES += [
+        Route(_prefix, model_metadata),
+        Route(f"{_prefix}/stats", model_statistics),
+        Route(f"{_prefix}/config", model_config),
+        Route(f"{_prefix}/ready", model_ready),
+        Route(f"{_prefix}/generate", generate_one, methods=["POST"]),
+        Route(f"{_prefix}/generate_stream", generate_stream, methods=["POST"]),
+    ]
+
+
 def create_app(
     models: Models,
     metrics: Metrics,
@@ -75,125 +233,12 @@ def create_app(
     regions: Regions | None = None,
 ) -> InferRoute:
     """The ASGI application of the REST front: infer on its own fast path (`rest_infer`), the rest on
-    Starlette; ``is_serving`` is false while starting and stopping; ``regions``: the registered system
-    shared-memory regions (None: the extension is off)."""
+    Starlette (`ROUTES`, whose handlers read the front from ``app.state``); ``is_serving`` is false while
+    starting and stopping; ``regions``: the registered system shared-memory regions (None: the extension is
+    off)."""
     extensions = sorted([*EXTENSIONS, SHARED_MEMORY_EXTENSION]) if regions is not None else EXTENSIONS
-
-    async def parse_generate(request: Request, spec: ModelSpec) -> InferRequest:
-        body = await read_body(request.receive, dict(request.scope["headers"]), options.max_body_bytes)
-        body = await decode_body(body, request.headers.get("content-encoding"), options.max_body_bytes)
-        return generate.parse_generate_request(body, spec)
-
-    def generate_responses(request: Request) -> AsyncGenerator[bytes, None]:
-        model = (request.path_params["name"], request.path_params.get("version"))
-        parse = partial(parse_generate, request)
-        encode = generate.encode_generate_response
-        return inference.stream(models, metrics, model, parse, encode, time.monotonic())
-
-    async def generate_one(request: Request) -> Response:
-        responses = generate_responses(request)
-        return Response(await inference.single(responses, f"model {request.path_params['name']!r}"), media_type=JSON)
-
-    async def generate_stream(request: Request) -> Response:
-        responses = generate_responses(request)
-        try:  # an error before the first response is an ordinary error answer, with its status
-            first = await anext(responses, None)
-        except InferenceError as exc:
-            return error_response(exc)
-        return StreamingResponse(_events(first, responses), media_type="text/event-stream; charset=utf-8")
-
-    async def live(_: Request) -> Response:
-        return Response(status_code=200)
-
-    async def ready(_: Request) -> Response:
-        ok = is_serving() and models.all_ready()
-        return Response(status_code=200 if ok else 503)
-
-    async def server_metadata(_: Request) -> Response:
-        return _json(documents.server_metadata(options.server_version, extensions))
-
-    async def model_metadata(request: Request) -> Response:
-        entry = models.find(request.path_params["name"], request.path_params.get("version"))
-        return _json(documents.model_metadata(entry.spec))
-
-    async def model_config(request: Request) -> Response:
-        entry = models.find(request.path_params["name"], request.path_params.get("version"))
-        return _json(documents.model_config(entry.spec))
-
-    async def model_ready(request: Request) -> Response:
-        entry = models.find(request.path_params["name"], request.path_params.get("version"))
-        return Response(status_code=200 if entry.is_ready and is_serving() else 503)
-
-    async def repository_index(request: Request) -> Response:
-        body = await request.body()
-        document = rest.load_json(body) if body.strip() else {}
-        only_ready = bool(document.get("ready")) if isinstance(document, dict) else False
-        return _json(documents.repository_index(models.index(only_ready)))
-
-    async def repository_control(action: str, request: Request) -> Response:
-        raise UnsupportedError(f"cannot {action} model {request.path_params['name']!r}: {NO_REPOSITORY}")
-
-    async def model_statistics(request: Request) -> Response:
-        name, version = request.path_params.get("name", ""), request.path_params.get("version", "")
-        return _json({"model_stats": await statistics.model_statistics(models, metrics, name, version)})
-
-    async def shm_status(request: Request) -> Response:
-        return _json(shared_memory.status_document(enabled(regions).status(request.path_params.get("name", ""))))
-
-    async def shm_register(request: Request) -> Response:
-        name = request.path_params["name"]
-        registry = enabled(regions)
-        spec = shared_memory.parse_register(name, await _json_body(request, "a register request"))
-        await registry.register_everywhere(spec)
-        return Response(status_code=200)
-
-    async def shm_unregister(request: Request) -> Response:
-        await enabled(regions).unregister_everywhere(request.path_params.get("name", ""))
-        return Response(status_code=200)
-
-    async def cuda_status(request: Request) -> Response:
-        if request.path_params.get("name"):  # none can be registered
-            raise InvalidInputError(f"Unable to find cuda shared memory region: '{request.path_params['name']}'")
-        return _json([])
-
-    async def cuda_register(_: Request) -> Response:
-        raise UnsupportedError(NO_CUDA)
-
-    async def cuda_unregister(_: Request) -> Response:
-        return Response(status_code=200)  # none is registered (perf_analyzer unregisters all before it starts)
-
-    system, cuda = "/v2/systemsharedmemory", "/v2/cudasharedmemory"
-    model = "/v2/models/{name}"
-    versioned = "/v2/models/{name}/versions/{version}"
-    routes = [
-        Route("/v2/health/live", live),
-        Route("/v2/health/ready", ready),
-        Route("/v2", server_metadata),
-        Route("/v2/repository/index", repository_index, methods=["GET", "POST"]),
-        Route("/v2/repository/models/{name}/load", partial(repository_control, "load"), methods=["POST"]),
-        Route("/v2/repository/models/{name}/unload", partial(repository_control, "unload"), methods=["POST"]),
-        Route("/v2/models/stats", model_statistics),  # before the model routes: "stats" is no model's name here
-        Route(f"{system}/status", shm_status),
-        Route(f"{system}/region/{{name}}/status", shm_status),
-        Route(f"{system}/region/{{name}}/register", shm_register, methods=["POST"]),
-        Route(f"{system}/unregister", shm_unregister, methods=["POST"]),
-        Route(f"{system}/region/{{name}}/unregister", shm_unregister, methods=["POST"]),
-        Route(f"{cuda}/status", cuda_status),
-        Route(f"{cuda}/region/{{name}}/status", cuda_status),
-        Route(f"{cuda}/region/{{name}}/register", cuda_register, methods=["POST"]),
-        Route(f"{cuda}/unregister", cuda_unregister, methods=["POST"]),
-        Route(f"{cuda}/region/{{name}}/unregister", cuda_unregister, methods=["POST"]),
-    ]
-    for prefix in (model, versioned):
-        routes += [
-            Route(prefix, model_metadata),
-            Route(f"{prefix}/stats", model_statistics),
-            Route(f"{prefix}/config", model_config),
-            Route(f"{prefix}/ready", model_ready),
-            Route(f"{prefix}/generate", generate_one, methods=["POST"]),
-            Route(f"{prefix}/generate_stream", generate_stream, methods=["POST"]),
-        ]
-    app = Starlette(routes=routes, exception_handlers=_exception_handlers())
+    app = Starlette(routes=ROUTES, exception_handlers=_exception_handlers())
+    app.state.front = _Front(models, metrics, options, is_serving, regions, extensions)
     return InferRoute(app, models, metrics, options.max_body_bytes, regions)
 
 

@@ -27,8 +27,9 @@ from ..errors import (
 )
 from ..metrics import Metrics
 from ..protocol import rest
-from ..protocol.messages import InferRequest, ModelSpec
+from ..protocol.messages import InferRequest
 from ..scheduler import Pending
+from ..spec import ModelSpec
 from . import inference
 from .models import Models
 from .regions import Regions

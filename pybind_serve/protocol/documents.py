@@ -19,8 +19,8 @@ from typing import Any
 
 from ..config import DynamicBatcher, QueuePolicy
 from ..placement import instance_groups
+from ..spec import ModelSpec
 from ..tensor import Tensor
-from .messages import ModelSpec
 
 __all__ = ["model_config", "model_metadata", "model_statistics", "repository_index", "server_metadata"]
 

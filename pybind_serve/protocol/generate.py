@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError, OutputValidationError
+from ..spec import ModelSpec
 from .inference import Inputs, apply_parameters, names, selected_outputs
-from .messages import InferRequest, ModelSpec
+from .messages import InferRequest
 from .rest import load_json
 from .tensor_codec import array_from_json, array_to_json, datatype_of
 

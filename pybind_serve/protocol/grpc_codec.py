@@ -30,6 +30,7 @@ from google.protobuf.message import DecodeError
 
 from ..dtypes import BYTES, from_datatype
 from ..errors import InvalidInputError
+from ..spec import ModelSpec
 from . import documents
 from .inference import (
     Inputs,
@@ -39,7 +40,7 @@ from .inference import (
     shared_input,
     write_shared_output,
 )
-from .messages import InferRequest, ModelSpec
+from .messages import InferRequest
 from .proto import grpc_service_pb2 as pb
 from .protowire import field_header, split_field
 from .shared_memory import REGION, RegionLookup

@@ -24,8 +24,9 @@ import numpy as np
 
 from ..dtypes import from_datatype
 from ..errors import BatchTooLargeError, InvalidInputError, OutputValidationError
+from ..spec import ModelSpec
 from ..tensor import Tensor
-from .messages import InferRequest, ModelSpec, RequestedOutput
+from .messages import InferRequest, RequestedOutput
 from .shared_memory import RegionLookup, SharedOutput, shared_window
 from .tensor_codec import array_from_buffer, array_to_buffer, datatype_of
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError, OutputValidationError, PayloadTooLargeError
+from ..spec import ModelSpec
 from ..tensor import Tensor
 from .inference import (
     Inputs,
@@ -36,7 +37,7 @@ from .inference import (
     shared_input,
     write_shared_output,
 )
-from .messages import InferRequest, ModelSpec, RequestedOutput
+from .messages import InferRequest, RequestedOutput
 from .shared_memory import RegionLookup
 from .tensor_codec import array_from_buffer, array_from_json, array_to_buffer, array_to_json, datatype_of
 

@@ -20,7 +20,7 @@ from pybind_serve.errors import (
     UnsupportedError,
 )
 from pybind_serve.protocol import documents, rest
-from pybind_serve.protocol.messages import ModelSpec
+from pybind_serve.spec import ModelSpec
 from pybind_serve.tensor import Tensor
 
 SPEC = ModelSpec(

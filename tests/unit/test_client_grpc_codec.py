@@ -20,8 +20,8 @@ from pybind_serve.errors import (
     UnsupportedError,
 )
 from pybind_serve.protocol import grpc_codec as server
-from pybind_serve.protocol.messages import ModelSpec
 from pybind_serve.protocol.proto import grpc_service_pb2 as pb
+from pybind_serve.spec import ModelSpec
 from pybind_serve.tensor import Tensor
 
 SPEC = ModelSpec(

@@ -21,8 +21,8 @@ from pybind_serve.errors import (
     UnsupportedError,
 )
 from pybind_serve.protocol import documents
-from pybind_serve.protocol.messages import ModelSpec
 from pybind_serve.protocol.rest import encode_infer_response, parse_infer_request
+from pybind_serve.spec import ModelSpec
 from pybind_serve.tensor import Tensor
 
 SPEC = ModelSpec(

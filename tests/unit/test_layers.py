@@ -21,6 +21,7 @@ LAYERS = {
     "tensor": 2,
     "config": 3,
     "request": 3,
+    "spec": 3.5,  # ModelSpec: above config (it holds one), below protocol (which reads it)
     "protocol": 4,
     "decorators": 5,
     "scheduler": 5,

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from pybind_serve.config import DynamicBatcher, ModelConfig, QueuePolicy, TimeoutAction
-from pybind_serve.protocol.messages import InferRequest, ModelSpec, RequestedOutput
+from pybind_serve.protocol.messages import InferRequest, RequestedOutput
+from pybind_serve.spec import ModelSpec
 from pybind_serve.tensor import Tensor
 
 SIMPLE = ModelSpec(

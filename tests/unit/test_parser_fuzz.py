@@ -22,8 +22,8 @@ from pybind_serve.config import ModelConfig
 from pybind_serve.dtypes import deserialize_bytes
 from pybind_serve.errors import InvalidInputError, PayloadTooLargeError
 from pybind_serve.protocol import grpc_codec, rest
-from pybind_serve.protocol.messages import ModelSpec
 from pybind_serve.protocol.proto import grpc_service_pb2 as pb
+from pybind_serve.spec import ModelSpec
 from pybind_serve.tensor import Tensor
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])

@@ -12,7 +12,7 @@ from tritonclient.grpc import model_config_pb2
 
 from pybind_serve.config import DynamicBatcher, ModelConfig, QueuePolicy, TimeoutAction
 from pybind_serve.protocol.documents import model_config, model_metadata, repository_index, server_metadata
-from pybind_serve.protocol.messages import ModelSpec
+from pybind_serve.spec import ModelSpec
 from pybind_serve.tensor import Tensor
 
 INPUTS = (Tensor("image", np.uint8, (-1, 3)), Tensor("prompt", bytes, (1,), optional=True))

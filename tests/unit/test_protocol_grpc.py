@@ -25,8 +25,9 @@ from pybind_serve.protocol.grpc_codec import (
     parse_infer_request,
     set_parameter,
 )
-from pybind_serve.protocol.messages import InferRequest, ModelSpec, RequestedOutput
+from pybind_serve.protocol.messages import InferRequest, RequestedOutput
 from pybind_serve.protocol.proto import grpc_service_pb2 as pb
+from pybind_serve.spec import ModelSpec
 from pybind_serve.tensor import Tensor
 from tests.unit.test_protocol_rest import DTYPES, SPEC, TWO_IN, make_spec, sample
 

@@ -21,8 +21,9 @@ from pybind_serve.errors import (
     OutputValidationError,
     PayloadTooLargeError,
 )
-from pybind_serve.protocol.messages import InferRequest, ModelSpec, RequestedOutput
+from pybind_serve.protocol.messages import InferRequest, RequestedOutput
 from pybind_serve.protocol.rest import decode_body, encode_error, encode_infer_response, parse_infer_request
+from pybind_serve.spec import ModelSpec
 from pybind_serve.tensor import Tensor
 
 DTYPES = {

@@ -17,7 +17,6 @@ from pybind_serve.errors import InvalidInputError
 from pybind_serve.front import regions as regions_module
 from pybind_serve.front.regions import Regions
 from pybind_serve.protocol import grpc_codec, rest, shared_memory
-from pybind_serve.protocol.messages import ModelSpec
 from pybind_serve.protocol.proto import grpc_service_pb2 as pb
 from pybind_serve.protocol.shared_memory import (
     RegionSpec,
@@ -26,6 +25,7 @@ from pybind_serve.protocol.shared_memory import (
     parse_register,
     reference_of,
 )
+from pybind_serve.spec import ModelSpec
 
 
 @pytest.fixture

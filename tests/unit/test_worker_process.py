@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from pybind_serve import ModelConfig, Request, Tensor, batch
-from pybind_serve.protocol.messages import ModelSpec
+from pybind_serve.spec import ModelSpec
 from pybind_serve.supervisor import _plans
 from pybind_serve.worker_process import _dumps
 
