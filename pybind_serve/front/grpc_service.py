@@ -34,6 +34,7 @@ from ..errors import (
 )
 from ..metrics import Metrics
 from ..protocol import grpc_codec, shared_memory
+from ..protocol.grpc_layouts import RequestParser
 from ..protocol.messages import InferRequest
 from ..protocol.proto import grpc_service_pb2 as pb
 from ..protocol.proto import grpc_service_pb2_grpc as pb_grpc
@@ -133,19 +134,10 @@ def _add_inference_servicer(servicer: InferenceServicer, server: grpc.aio.Server
     handlers = {}
     for method in service.methods:
         kind = _HANDLER_KINDS[(method.client_streaming, method.server_streaming)]
-        decode = _decode_infer_request if method.name in _INFER_METHODS else _message_class(method).FromString
+        decode = servicer.decode_infer_request if method.name in _INFER_METHODS else _message_class(method).FromString
         handlers[method.name] = kind(getattr(servicer, method.name), decode, _serialize)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
     server.add_registered_method_handlers(service.full_name, handlers)
-
-
-def _decode_infer_request(data: bytes) -> grpc_codec.Received | InvalidInputError:
-    # A deserializer's exception would end the call with UNKNOWN (and a whole stream with it): hand the error
-    # to the handler instead, which answers INVALID_ARGUMENT (on a stream: for this request only).
-    try:
-        return grpc_codec.decode_infer_request(data)
-    except InvalidInputError as exc:
-        return exc
 
 
 def _message_class(method: Any) -> Any:
@@ -210,6 +202,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._server_version = server_version
         self._regions = regions
         self._extensions = sorted([*EXTENSIONS, SHARED_MEMORY_EXTENSION]) if regions is not None else EXTENSIONS
+        self._parser = RequestParser()
+
+    def decode_infer_request(self, data: bytes) -> Decoded:
+        """The deserializer of the infer calls (`RequestParser.decode`)."""
+        # A deserializer's exception would end the call with UNKNOWN (and a whole stream with it): hand the error
+        # to the handler instead, which answers INVALID_ARGUMENT (on a stream: for this request only).
+        try:
+            return self._parser.decode(data)
+        except InvalidInputError as exc:
+            return exc
+
+    async def _parse(self, received: grpc_codec.Received, spec: ModelSpec) -> InferRequest:
+        """`inference.Parse` for a received ModelInferRequest."""
+        return self._parser.parse(received, spec, self._regions)
 
     @_answering_errors
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
@@ -261,7 +267,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         model = (message.model_name, message.model_version)
         if self._models.find(*model).spec.config.decoupled:
             return await inference.single(self._responses(received, None), f"model {message.model_name!r}")
-        parse = partial(_parse, received, self._regions)
+        parse = partial(self._parse, received)
         encode = grpc_codec.encode_infer_response
         return await inference.infer(self._models, self._metrics, model, parse, encode, time.monotonic())
 
@@ -270,7 +276,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         message = received.message
         model = (message.model_name, message.model_version)
         encode = partial(grpc_codec.encode_infer_response, final=final)
-        parse = partial(_parse, received, self._regions)
+        parse = partial(self._parse, received)
         return inference.stream(self._models, self._metrics, model, parse, encode, time.monotonic())
 
     async def ModelStreamInfer(
@@ -372,11 +378,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.CudaSharedMemoryUnregisterRequest, context: Any
     ) -> pb.CudaSharedMemoryUnregisterResponse:
         return pb.CudaSharedMemoryUnregisterResponse()  # none is registered (perf_analyzer unregisters all first)
-
-
-async def _parse(received: grpc_codec.Received, regions: Regions | None, spec: ModelSpec) -> InferRequest:
-    """`inference.Parse` for a received ModelInferRequest."""
-    return grpc_codec.parse_infer_request(received.message, spec, received.raw, regions)
 
 
 class _Stream:

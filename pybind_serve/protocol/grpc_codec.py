@@ -21,6 +21,7 @@ statistics responses are built from the same `documents` dicts as the REST answe
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -42,7 +43,7 @@ from .inference import (
 )
 from .messages import InferRequest
 from .proto import grpc_service_pb2 as pb
-from .protowire import field_header, split_field
+from .protowire import field_header, message_field, packed_varints_field, split_field, string_field, varint
 from .shared_memory import REGION, RegionLookup
 from .tensor_codec import array_from_buffer, array_to_buffer, datatype_of
 
@@ -57,6 +58,7 @@ __all__ = [
     "model_config_response",
     "model_metadata_response",
     "model_statistics_response",
+    "parameters_field",
     "parameters_of",
     "parse_infer_request",
     "repository_index_response",
@@ -72,6 +74,9 @@ EMPTY_FINAL_RESPONSE = "triton_enable_empty_final_response"
 # Field numbers in grpc_service.proto.
 _RAW_INPUT_CONTENTS = pb.ModelInferRequest.RAW_INPUT_CONTENTS_FIELD_NUMBER
 _RAW_OUTPUT_CONTENTS = pb.ModelInferResponse.RAW_OUTPUT_CONTENTS_FIELD_NUMBER
+_RESPONSE_PARAMETERS = pb.ModelInferResponse.PARAMETERS_FIELD_NUMBER
+_OUTPUTS = pb.ModelInferResponse.OUTPUTS_FIELD_NUMBER
+_DOUBLE = struct.Struct("<d")
 _INFER_RESPONSE = pb.ModelStreamInferResponse.INFER_RESPONSE_FIELD_NUMBER
 
 # The typed list each datatype travels in, and the dtype of that list: narrower ints share the 32-bit lists.
@@ -106,10 +111,12 @@ def _value(parameter: pb.InferParameter) -> Any:
 
 
 class Received(NamedTuple):
-    """A ModelInferRequest as received: the message without its raw contents, and those as views."""
+    """A ModelInferRequest as received: the message without its raw contents, and those as views; ``known``:
+    a `grpc_layouts.RequestParser`'s memo of this message (None: not remembered)."""
 
     message: pb.ModelInferRequest
     raw: Sequence[bytes | memoryview]
+    known: Any = None
 
 
 def decode_infer_request(data: bytes) -> Received:
@@ -226,23 +233,51 @@ def encode_infer_response(
 
     Each array's bytes are copied once, into the result, which keeps no reference to the arrays: they may be
     views into memory that is reused as soon as this returns. ``final`` (on ModelStreamInfer) is carried as
-    the ``triton_final_response`` parameter: whether this is the request's last response.
+    the ``triton_final_response`` parameter: whether this is the request's last response. The message is
+    written field by field (`protowire`), as protobuf would serialize it, without building protobuf objects.
     """
-    response = pb.ModelInferResponse(model_name=spec.name, model_version=str(spec.version), id=request.id)
+    fields = [string_field(1, spec.name), string_field(2, str(spec.version)), string_field(3, request.id)]
     if final is not None:
-        response.parameters[FINAL_RESPONSE].bool_param = final
-    pieces: list[bytes | memoryview] = []
+        fields.append(parameters_field(_RESPONSE_PARAMETERS, {FINAL_RESPONSE: final}))
+    raw: list[bytes | memoryview] = []
     for tensor, array, _, shared in selected_outputs(spec, request, outputs):
         datatype = datatype_of(tensor.dtype)
-        output = response.outputs.add(name=tensor.name, datatype=datatype, shape=array.shape)
+        output = string_field(1, tensor.name) + string_field(2, datatype) + packed_varints_field(3, array.shape)
         if shared is not None:
-            for key, value in write_shared_output(shared, tensor, array, datatype, spec).items():
-                set_parameter(output.parameters[key], value)
-            pieces.append(field_header(_RAW_OUTPUT_CONTENTS, 0))
-            continue
-        buffer = array_to_buffer(array, datatype)
-        pieces += [field_header(_RAW_OUTPUT_CONTENTS, len(buffer)), buffer]
-    return b"".join([response.SerializeToString(), *pieces])
+            output += parameters_field(4, write_shared_output(shared, tensor, array, datatype, spec))
+            raw.append(field_header(_RAW_OUTPUT_CONTENTS, 0))
+        else:
+            buffer = array_to_buffer(array, datatype)
+            raw += [field_header(_RAW_OUTPUT_CONTENTS, len(buffer)), buffer]
+        fields.append(message_field(_OUTPUTS, output))
+    return b"".join([*fields, *raw])
+
+
+def parameters_field(number: int, parameters: Mapping[str, bool | int | float | str]) -> bytes:
+    """A ``map<string, InferParameter>`` field, each value in the member `set_parameter` puts it in.
+
+    >>> data = parameters_field(4, {"final": True})
+    >>> pb.ModelInferResponse.FromString(data).parameters["final"].bool_param
+    True
+    """
+    return b"".join(
+        message_field(number, string_field(1, key) + message_field(2, _parameter(value)))
+        for key, value in parameters.items()
+    )
+
+
+def _parameter(value: bool | int | float | str) -> bytes:
+    """A serialized InferParameter: its oneof member is written even when it holds the default value."""
+    if isinstance(value, bool):
+        return b"\x08" + varint(value)  # bool_param = 1
+    if isinstance(value, int):
+        return b"\x10" + varint(value)  # int64_param = 2
+    if isinstance(value, float):
+        return b"\x21" + _DOUBLE.pack(value)  # double_param = 4
+    if isinstance(value, str):
+        data = value.encode()
+        return b"\x1a" + varint(len(data)) + data  # string_param = 3
+    raise InvalidInputError(f"a parameter must be a bool, int, float or str, got {value!r}")
 
 
 def set_parameter(parameter: pb.InferParameter, value: bool | int | float | str, *, unsigned: bool = False) -> None:
