@@ -27,12 +27,14 @@ import time
 from collections import deque
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .config import ModelConfig, QueuePolicy, TimeoutAction
 from .errors import BatchTooLargeError, InferenceTimeoutError, QueueFullError
 
 __all__ = ["Pending", "Scheduler"]
+
+P = TypeVar("P")  # what the front queues per request (its `Job`)
 
 # More queue entries than this beyond twice the live ones, and a level's deques are rebuilt without the
 # entries that left out of order (cancelled, timed out): keeps memory and scans bounded when workers stall.
@@ -46,14 +48,14 @@ class _State(enum.Enum):
 
 
 @dataclass(slots=True, eq=False)
-class Pending:
+class Pending(Generic[P]):
     """One queued request, made by `Scheduler.submit`.
 
     ``future`` is what the front awaits: the dispatcher sets its result, the scheduler fails it (timeout,
     `Scheduler.close`). Cancelling the future (or calling `cancel`) takes the request out of the queue.
     """
 
-    payload: Any
+    payload: P
     rows: int
     key: Hashable
     level: int
@@ -81,7 +83,7 @@ class Pending:
             self._scheduler._discard(self)
 
 
-class _Level:
+class _Level(Generic[P]):
     """The queue of one priority level: a FIFO main queue, then the tail of requests delayed by a timeout.
 
     Requests that leave out of order stay in the deques, marked DONE (or DELAYED in the main queue), and are
@@ -92,11 +94,11 @@ class _Level:
 
     def __init__(self, policy: QueuePolicy) -> None:
         self.policy = policy
-        self.queue: deque[Pending] = deque()
-        self.delayed: deque[Pending] = deque()
+        self.queue: deque[Pending[P]] = deque()
+        self.delayed: deque[Pending[P]] = deque()
         self.count = 0
 
-    def live(self) -> Iterator[Pending]:
+    def live(self) -> Iterator[Pending[P]]:
         """The level's queued requests in scheduling order."""
         for pending in self.queue:
             if pending._state is _State.QUEUED:
@@ -117,7 +119,7 @@ class _Level:
             self.delayed = deque(p for p in delayed if p._state is _State.DELAYED)
 
 
-class Scheduler:
+class Scheduler(Generic[P]):
     """The dynamic batcher of one model version (asyncio, single event loop).
 
     >>> import asyncio
@@ -140,7 +142,9 @@ class Scheduler:
         # Triton's config normalisation makes max_batch_size the preferred size when none is given.
         self._preferred = frozenset(batcher.preferred_batch_sizes or (config.max_batch_size,))
         self._top_preferred = max(self._preferred)
-        self._levels = [_Level(batcher.queue_policy(n)) for n in range(1, max(batcher.priority_levels, 1) + 1)]
+        self._levels: list[_Level[P]] = [
+            _Level(batcher.queue_policy(n)) for n in range(1, max(batcher.priority_levels, 1) + 1)
+        ]
         self._count = 0
         self._error: Exception | None = None
         self._turn = asyncio.Lock()  # one next_batch call forms a batch at a time; the others wait in FIFO order
@@ -153,7 +157,7 @@ class Scheduler:
         """Requests queued and not yet dispatched (cancelled and timed-out ones excluded)."""
         return self._count
 
-    def submit(self, payload: Any, rows: int, key: Hashable, priority: int = 0, timeout_us: int = 0) -> Pending:
+    def submit(self, payload: P, rows: int, key: Hashable, priority: int = 0, timeout_us: int = 0) -> Pending[P]:
         """Queue a request of ``rows`` rows; only requests of equal ``key`` share a batch.
 
         ``priority`` 0 is the default level, others are clamped to ``1..priority_levels``; ``timeout_us`` 0
@@ -183,7 +187,7 @@ class Scheduler:
         self._notify(False)
         return pending
 
-    def _check_room(self, level: _Level, level_no: int) -> None:
+    def _check_room(self, level: _Level[P], level_no: int) -> None:
         limit = level.policy.max_queue_size
         if limit and level.count >= limit:
             raise QueueFullError(
@@ -191,7 +195,7 @@ class Scheduler:
                 f"{level_no} (max_queue_size {limit}); retry later"
             )
 
-    async def next_batch(self) -> list[Pending]:
+    async def next_batch(self) -> list[Pending[P]]:
         """Wait for and take the next batch (at least one request); concurrent callers get distinct batches.
 
         Raises the error given to `close`.
@@ -210,7 +214,7 @@ class Scheduler:
             finally:
                 self._set_alarm(None)
 
-    def take_ready(self) -> list[Pending]:
+    def take_ready(self) -> list[Pending[P]]:
         """The batch `next_batch` would return at once, taken now; [] if it would wait, or if another caller
         is waiting in `next_batch` (an idle worker: the batch is its). Never raises."""
         if self._error is not None or self._turn.locked():
@@ -247,13 +251,13 @@ class Scheduler:
 
     # --- forming batches -------------------------------------------------------------------------------
 
-    def _live(self) -> Iterator[Pending]:
+    def _live(self) -> Iterator[Pending[P]]:
         """Every queued request in scheduling order."""
         for level in self._levels:
             if level.count:
                 yield from level.live()
 
-    def _form_batch(self, delay_over: bool) -> tuple[list[Pending], float | None]:
+    def _form_batch(self, delay_over: bool) -> tuple[list[Pending[P]], float | None]:
         """The batch to send now, or ``([], when)`` to wait until ``when`` (None: until a change)."""
         if not self._count:
             return [], None
@@ -267,7 +271,7 @@ class Scheduler:
             return batch, None
         return [], oldest + self._delay_s
 
-    def _candidate(self) -> tuple[list[Pending], int, int, bool, float]:
+    def _candidate(self) -> tuple[list[Pending[P]], int, int, bool, float]:
         """The longest batch that could be sent now, scanning in scheduling order (Triton's cursor walk).
 
         Returns ``(batch, rows, best, full, oldest)``: ``best`` is the length of the prefix to cut at (a
@@ -275,7 +279,7 @@ class Scheduler:
         batch cannot grow (the next request has another key or does not fit); ``oldest``: its oldest
         request's enqueue time.
         """
-        batch: list[Pending] = []
+        batch: list[Pending[P]] = []
         rows = best = 0
         full = False
         key: Hashable = None
@@ -297,7 +301,7 @@ class Scheduler:
                 best = len(batch)
         return batch, rows, best, full, oldest
 
-    def _take(self, batch: list[Pending]) -> None:
+    def _take(self, batch: list[Pending[P]]) -> None:
         for pending in batch:
             self._leave(pending)
         for level in self._levels:
@@ -342,7 +346,7 @@ class Scheduler:
 
     # --- requests leaving the queue out of turn ------------------------------------------------------------
 
-    def _leave(self, pending: Pending) -> None:
+    def _leave(self, pending: Pending[P]) -> None:
         """Mark a queued request as gone and keep the counters exact."""
         pending._state = _State.DONE
         if pending._timer is not None:
@@ -351,13 +355,13 @@ class Scheduler:
         self._levels[pending.level - 1].count -= 1
         self._count -= 1
 
-    def _discard(self, pending: Pending) -> None:
+    def _discard(self, pending: Pending[P]) -> None:
         """A queued request was cancelled."""
         self._leave(pending)
         self._levels[pending.level - 1].trim()
         self._notify(False)
 
-    def _expire(self, pending: Pending) -> None:
+    def _expire(self, pending: Pending[P]) -> None:
         """A queued request's timeout expired: reject it or move it to its level's delayed tail."""
         pending._timer = None
         if pending._state is not _State.QUEUED:
@@ -373,6 +377,6 @@ class Scheduler:
         level.trim()
         self._notify(False)
 
-    def _timeout_error(self, pending: Pending) -> InferenceTimeoutError:
+    def _timeout_error(self, pending: Pending[P]) -> InferenceTimeoutError:
         timeout_us = round(((pending.deadline or pending.enqueued) - pending.enqueued) * 1e6)
         return InferenceTimeoutError(f"Request timeout expired: {self.label}: queued longer than {timeout_us} us")

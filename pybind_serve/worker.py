@@ -121,7 +121,7 @@ class Worker:
     def _waiting_beside(self, frame: dict[str, Any]) -> list[dict[str, Any]]:
         """``frame``, and the batches of other fronts already waiting here that fit beside it (``max_batch_size``
         rows in all): each front forms its own batches, and this joins them again into one call, as one front
-        would have. Other frames are kept for later, in order; a batch that does not fit stops the search."""
+        would have. The batches that do not fit, and other frames, are kept for later, in order."""
         limit = self.spec.config.max_batch_size
         if self.channel.fronts == 1 or limit <= 0:
             return [frame]
@@ -136,12 +136,11 @@ class Worker:
             if waiting["op"] == "free":
                 self._free(waiting)
                 continue
-            later.append(waiting)
-            if waiting["op"] == "batch":
-                if rows + _frame_rows(waiting) > limit:
-                    break
-                frames.append(later.pop())
+            if waiting["op"] == "batch" and rows + _frame_rows(waiting) <= limit:
+                frames.append(waiting)
                 rows += _frame_rows(waiting)
+            else:  # one that does not fit waits for the next call, ahead of those that come later
+                later.append(waiting)
         for waiting in later:
             self.channel.defer(waiting)
         return frames

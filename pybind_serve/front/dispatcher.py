@@ -47,28 +47,17 @@ from ..protocol.messages import InferRequest
 from ..scheduler import Pending
 from ..transport.frames import block_of, read_group, write_group
 from ..transport.shm import Arena, SegmentMap
+from .job import Job
 from .models import ModelEntry
 
-__all__ = ["Dispatcher", "Job"]
+__all__ = ["Dispatcher"]
 
 log = logging.getLogger("pybind_serve.front")
 
 Send = Callable[[bytes, dict[str, Any]], None]
-_TIMED_OUT: dict[str, Any] = {"op": "timed out"}  # what a flight's answers get when execution_timeout_s passes
-
-
-@dataclass(eq=False, slots=True)
-class Job:
-    """What a front queues for one request: the request, and how to encode its outputs into a response.
-
-    ``respond`` runs in the dispatcher while the outputs are still views into shared memory, so the
-    response is built straight from them (one copy) before the worker reuses the memory.
-    """
-
-    request: InferRequest
-    respond: Callable[[dict[str, np.ndarray]], Any]
-    arrived: float
-    emit: Callable[[Any], None] | None = None  # a decoupled model's responses, each as it is encoded
+_TIMED_OUT: dict[str, Any] = {"op": "timed out"}
+_AVERAGING = 0.2  # weight of the latest batch in a worker's average compute time
+_FORM_AHEAD, _FORM_MARGIN_S = 0.8, 0.001  # several fronts: form the next batch at 80 % of a batch's time, less 1 ms  # what a flight's answers get when execution_timeout_s passes
 
 
 @dataclass(eq=False, slots=True)
@@ -76,7 +65,7 @@ class _Flight:
     """A batch sent to a worker: its requests, the queue its answers arrive on, and its input blocks."""
 
     batch_id: int
-    live: list[Pending]
+    live: list[Pending[Job]]
     answers: asyncio.Queue[dict[str, Any]]
     stats: ModelStats
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -92,6 +81,7 @@ class _Worker:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)  # one `_drive` per slot
     waiting: set[asyncio.Task[None]] = field(default_factory=set)  # those waiting for a batch to send
     inflight: set[int] = field(default_factory=set)  # its batches sent and not yet answered
+    compute_s: float = 0.0  # how long its batches took lately (a moving average of the answers' compute_us)
 
 
 class Dispatcher:
@@ -193,7 +183,7 @@ class Dispatcher:
                 worker.waiting.discard(task)
             flight = self._launch(worker, batch)
 
-    def _launch(self, worker: _Worker, batch: list[Pending]) -> _Flight | None:
+    def _launch(self, worker: _Worker, batch: list[Pending[Job]]) -> _Flight | None:
         """Write a batch's inputs into the arena and send it to the worker; None if nothing was sent."""
         live = [p for p in batch if not p.future.done()]
         if not live:
@@ -249,6 +239,17 @@ class Dispatcher:
         """While the worker runs ``flight`` (it said "started"), send the model's next batch as soon as one forms,
         to wait at the worker; the batch sent (None if the answer came first) and the answer."""
         answer = asyncio.ensure_future(self._next_answer(worker, flight))
+        # Requests keep coming while the worker runs ours: the next batch is formed just before it should end
+        # (from how long batches took lately), so that it holds as many of them as it can.
+        ahead_s = worker.compute_s * _FORM_AHEAD - _FORM_MARGIN_S
+        if ahead_s > 0:
+            try:
+                await asyncio.wait({answer}, timeout=ahead_s)
+            except BaseException:
+                answer.cancel()
+                raise
+            if answer.done():
+                return None, answer.result()
         following = self._launch_ready(worker)
         if following is not None:
             return following, await answer
@@ -288,17 +289,18 @@ class Dispatcher:
             self._arena.free(block_of(desc))
         flight.inputs = {}
 
-    def _write_inputs(self, live: list[Pending]) -> dict[str, dict[str, Any]]:
+    def _write_inputs(self, live: list[Pending[Job]]) -> dict[str, dict[str, Any]]:
         first: InferRequest = live[0].payload.request
         return {name: write_group(self._arena, [p.payload.request.inputs[name] for p in live]) for name in first.inputs}
 
-    def _deliver(self, worker: _Worker, live: list[Pending], reply: dict[str, Any], stats: ModelStats) -> None:
+    def _deliver(self, worker: _Worker, live: list[Pending[Job]], reply: dict[str, Any], stats: ModelStats) -> None:
         if reply["op"] == "error":
             log.debug("%s", reply.get("traceback", ""))
             _fail(live, from_wire(reply["type"], reply["message"]))
             return
         stats.batch(sum(p.rows for p in live))  # as Triton: executions that failed are not inferences
         stats.infer_us += reply["compute_us"] * len(live)
+        worker.compute_s += (reply["compute_us"] / 1e6 - worker.compute_s) * _AVERAGING
         started = time.monotonic()
         self._hand_out(worker, reply["outputs"], live, _respond)
         stats.output_us += int((time.monotonic() - started) * 1e6) * len(live)
@@ -391,8 +393,8 @@ class Dispatcher:
         self,
         worker: _Worker,
         descriptors: dict[str, dict[str, Any]],
-        targets: list[Pending],
-        hand: Callable[[Pending, dict[str, np.ndarray]], None],
+        targets: list[Pending[Job]],
+        hand: Callable[[Pending[Job], dict[str, np.ndarray]], None],
     ) -> None:
         """Give each target its row of the outputs (views into the worker's memory), then free that memory."""
         try:
@@ -411,17 +413,19 @@ class Dispatcher:
         self._segments.close()
 
 
-def _respond(pending: Pending, outputs: dict[str, np.ndarray]) -> None:
+def _respond(pending: Pending[Job], outputs: dict[str, np.ndarray]) -> None:
     """The request's one response."""
     _encoded(pending, outputs, pending.future.set_result)
 
 
-def _emit(pending: Pending, outputs: dict[str, np.ndarray]) -> None:
+def _emit(pending: Pending[Job], outputs: dict[str, np.ndarray]) -> None:
     """One more response of a decoupled model's stream for the request."""
-    _encoded(pending, outputs, pending.payload.emit)
+    emit = pending.payload.emit
+    assert emit is not None  # `inference.stream` queues every request of a decoupled model with one
+    _encoded(pending, outputs, emit)
 
 
-def _encoded(pending: Pending, outputs: dict[str, np.ndarray], give: Callable[[Any], None]) -> None:
+def _encoded(pending: Pending[Job], outputs: dict[str, np.ndarray], give: Callable[[Any], None]) -> None:
     try:
         give(pending.payload.respond(outputs))
     except InferenceError as exc:
@@ -431,7 +435,7 @@ def _encoded(pending: Pending, outputs: dict[str, np.ndarray], give: Callable[[A
         pending.future.set_exception(InternalServerError(f"encoding the response failed: {exc!r}"))
 
 
-def _end(streams: Iterable[Pending]) -> None:
+def _end(streams: Iterable[Pending[Job]]) -> None:
     """These requests' streams are over (a stream that failed or was cancelled stays so)."""
     for pending in streams:
         if not pending.future.done():
@@ -449,7 +453,7 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def _fail(live: list[Pending], error: InferenceError) -> None:
+def _fail(live: list[Pending[Job]], error: InferenceError) -> None:
     for pending in live:
         if not pending.future.done():
             pending.future.set_exception(error)

@@ -41,8 +41,9 @@ from ..protocol.proto import grpc_service_pb2_grpc as pb_grpc
 from ..protocol.proto import health_pb2_grpc
 from ..spec import ModelSpec
 from . import inference, statistics
-from .health import HealthServicer, Readiness
+from .health import HealthServicer
 from .models import NO_REPOSITORY, Models
+from .readiness import Readiness
 from .regions import NO_CUDA, Regions, enabled
 
 __all__ = ["EXTENSIONS", "GrpcOptions", "InferenceServicer", "start_server", "status_code"]
@@ -93,7 +94,6 @@ async def start_server(
     models: Models,
     metrics: Metrics,
     readiness: Readiness,
-    is_serving: Callable[[], bool],
     options: GrpcOptions,
     regions: Regions | None = None,
 ) -> tuple[grpc.aio.Server, int]:
@@ -114,7 +114,7 @@ async def start_server(
             ("grpc.max_metadata_size", options.max_metadata_bytes),
         ]
     )
-    servicer = InferenceServicer(models, metrics, readiness, is_serving, options.server_version, regions)
+    servicer = InferenceServicer(models, metrics, readiness, options.server_version, regions)
     _add_inference_servicer(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(readiness), server)
     try:
@@ -193,12 +193,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         models: Models,
         metrics: Metrics,
         readiness: Readiness,
-        is_serving: Callable[[], bool],
         server_version: str,
         regions: Regions | None = None,
     ) -> None:
         self._models, self._metrics = models, metrics
-        self._readiness, self._is_serving = readiness, is_serving
+        self._readiness = readiness
         self._server_version = server_version
         self._regions = regions
         self._extensions = sorted([*EXTENSIONS, SHARED_MEMORY_EXTENSION]) if regions is not None else EXTENSIONS
@@ -231,7 +230,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             entry = self._models.find(request.name, request.version)
         except ModelNotFoundError:  # as Triton: not ready (REST answers 404, which clients read as not ready)
             return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=entry.is_ready and self._is_serving())
+        return pb.ModelReadyResponse(ready=self._readiness.model_ready(entry))
 
     @_answering_errors
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:

@@ -7,44 +7,18 @@ else NOT_SERVING. ``Watch`` sends the status, then every change of it, and ends 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from ..protocol.proto import health_pb2, health_pb2_grpc
+from .readiness import Readiness
 
-__all__ = ["HealthServicer", "Readiness"]
+__all__ = ["HealthServicer"]
 
 SERVICES = ("", "inference.GRPCInferenceService")
 _Status = health_pb2.HealthCheckResponse.ServingStatus
-
-
-class Readiness:
-    """Whether the server is ready, and a way to wait until that may have changed.
-
-    The front calls `changed` whenever readiness may flip: it opened or started ``stopping``, a worker came or
-    went, a model was loaded or unloaded.
-    """
-
-    def __init__(self, is_ready: Callable[[], bool], stopping: asyncio.Event) -> None:
-        self._is_ready = is_ready
-        self._changed = asyncio.Event()
-        self.stopping = stopping
-
-    def __call__(self) -> bool:
-        return not self.stopping.is_set() and self._is_ready()
-
-    def changed(self) -> None:
-        """Set the event `next_change` handed out, and hand out a new one."""
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    def next_change(self) -> asyncio.Event:
-        """An event set by the next `changed`: take it before reading the state, so that a change made while
-        the state is being sent is not missed."""
-        return self._changed
 
 
 class HealthServicer(health_pb2_grpc.HealthServicer):

@@ -24,8 +24,8 @@ from ..metrics import Metrics
 from ..protocol.messages import InferRequest
 from ..scheduler import Pending
 from ..spec import ModelSpec
-from .dispatcher import Job
-from .models import Models
+from .job import Job
+from .models import ModelEntry, Models
 
 __all__ = ["ClientGone", "failure_reason", "infer", "single", "stream"]
 
@@ -47,7 +47,7 @@ def failure_reason(exc: InferenceError) -> str:
     return "OTHER"
 
 
-async def _result(pending: Pending) -> Any:
+async def _result(pending: Pending[Job]) -> Any:
     return await pending.future
 
 
@@ -58,14 +58,24 @@ async def infer(
     parse: Parse,
     encode: Encode[T],
     arrived: float,
-    wait: Callable[[Pending], Awaitable[Any]] = _result,
+    wait: Callable[[Pending[Job]], Awaitable[Any]] = _result,
 ) -> T:
     """Serve one request for ``model`` (name, version) that ``arrived`` at that `time.monotonic`.
 
     Raises the `InferenceError` to answer with, `ClientGone` (raised by ``wait``) or `asyncio.CancelledError`
     (the handler's task was cancelled, which also takes the request out of the queue); each is counted.
     """
-    entry = models.ready(*model)
+    return await _infer(models.ready(*model), metrics, parse, encode, arrived, wait)
+
+
+async def _infer(
+    entry: ModelEntry,
+    metrics: Metrics,
+    parse: Parse,
+    encode: Encode[T],
+    arrived: float,
+    wait: Callable[[Pending[Job]], Awaitable[Any]] = _result,
+) -> T:
     stats = metrics.model(entry.spec.name, entry.spec.version)
     try:
         request = await parse(entry.spec)
@@ -100,7 +110,7 @@ async def stream(
     """
     entry = models.ready(*model)
     if not entry.spec.config.decoupled:
-        yield await infer(models, metrics, model, parse, encode, arrived)
+        yield await _infer(entry, metrics, parse, encode, arrived)
         return
     stats = metrics.model(entry.spec.name, entry.spec.version)
     responses: asyncio.Queue[Any] = asyncio.Queue()

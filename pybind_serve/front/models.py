@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from ..errors import ModelNotFoundError, ModelNotReadyError, UnavailableError
 from ..scheduler import Scheduler
 from ..spec import ModelSpec
+from .job import Job
 
 __all__ = ["NO_REPOSITORY", "ModelEntry", "Models"]
 
@@ -26,7 +27,7 @@ class ModelEntry:
     """
 
     spec: ModelSpec
-    scheduler: Scheduler
+    scheduler: Scheduler[Job]
     workers: set[str] = field(default_factory=set)
     on_change: Callable[[], None] = field(default=lambda: None, repr=False)  # readiness may have flipped
     reason: str = "no worker has started yet"  # why it is not ready (kept while it is)
@@ -87,7 +88,7 @@ class Models:
         old = self._by_name.get(spec.name, {}).get(spec.version)
         if old is not None:
             old.scheduler.close(UnavailableError(f"{spec.label} was re-bound while the request waited; retry it"))
-        entry = ModelEntry(spec, Scheduler(spec.label, spec.config), on_change=self._on_change)
+        entry = ModelEntry(spec, Scheduler[Job](spec.label, spec.config), on_change=self._on_change)
         self._by_name.setdefault(spec.name, {})[spec.version] = entry
         self._on_change()
         return entry

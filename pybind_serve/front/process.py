@@ -99,9 +99,8 @@ class Front:
 
     def __init__(self, options: FrontOptions) -> None:
         self.options = options
-        self.stopping = asyncio.Event()
-        self.readiness = Readiness(self.is_ready, self.stopping)
-        self.models = Models(on_change=self.readiness.changed)
+        self.readiness = Readiness()
+        self.models = self.readiness.models = Models(on_change=self.readiness.changed)
         self.metrics = Metrics(pending=self._pending_counts, system=SystemMetrics())
         self.arena = Arena(options.owner, front_tag(options.index, os.getpid()))
         self.context = zmq.asyncio.Context()
@@ -115,7 +114,6 @@ class Front:
             self.metrics.peers = self._peer_counters
             if self.regions is not None:
                 self.regions.share = self._share_region
-        self.opened = False  # set by the owner once the models bound before run() are loaded
         self.owner_gone = False
         self._servers: list[_Server] = []
         self._grpc: grpc.aio.Server | None = None
@@ -134,13 +132,6 @@ class Front:
             "regions": self._regions,
         }
 
-    def is_serving(self) -> bool:
-        return self.opened and not self.stopping.is_set()
-
-    def is_ready(self) -> bool:
-        """What ``/v2/health/ready`` says: serving, and every model has a worker."""
-        return self.is_serving() and self.models.all_ready()
-
     def _pending_counts(self) -> dict[tuple[str, int], int]:
         return {(e.spec.name, e.spec.version): e.scheduler.pending_count for e in self.models.entries()}
 
@@ -150,14 +141,13 @@ class Front:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGTERM, self.readiness.stop)
         watchdog = threading.Thread(target=self._watch_lifeline, args=(loop,), name="lifeline", daemon=True)
         watchdog.start()
         await self._start_grpc()  # before the first ping is answered: its answer reports the port
         tasks = [loop.create_task(self._receive()), loop.create_task(self._housekeeping())]
         tasks += [loop.create_task(server.serve(sockets=[sock])) for server, sock in self._build_servers()]
-        await self.stopping.wait()
-        self.readiness.changed()
+        await self.readiness.stopping.wait()
         await self._shutdown(tasks)
 
     async def _start_grpc(self) -> None:
@@ -172,9 +162,7 @@ class Front:
             self.options.grpc_reuse_port,
         )
         try:
-            self._grpc, port = await start_server(
-                self.models, self.metrics, self.readiness, self.is_serving, options, self.regions
-            )
+            self._grpc, port = await start_server(self.models, self.metrics, self.readiness, options, self.regions)
         except StartupError as exc:  # the owner raises it from run(), and stops us
             self._grpc_bound = {"grpc_error": {"type": type(exc).__name__, "message": str(exc)}}
         else:
@@ -195,7 +183,7 @@ class Front:
     def _owner_died(self) -> None:
         log.warning("the process that started this server died; stopping")
         self.owner_gone = True
-        self.stopping.set()
+        self.readiness.stop()
 
     def _remove_leftovers(self) -> None:
         """What only a dead owner would have removed: every segment of the server, and the ROUTER's socket file."""
@@ -220,7 +208,7 @@ class Front:
 
     def _build_servers(self) -> list[tuple[_Server, socket.socket]]:
         options = HttpOptions(self.options.max_body_bytes, __version__)
-        app = create_app(self.models, self.metrics, options, self.is_serving, self.regions)
+        app = create_app(self.models, self.metrics, options, self.readiness, self.regions)
         pairs: list[tuple[Any, int]] = [(app, self.options.http_fd)]
         if self.options.metrics_fd is not None:
             pairs.append((self._metrics_app(), self.options.metrics_fd))
@@ -316,11 +304,10 @@ class Front:
             raise StartupError(f"{up} of its {expected} instances were ready within {frame['wait_s']:g} s")
 
     async def _status(self, _: dict[str, Any]) -> dict[str, Any]:
-        return {"ready": self.is_ready()}
+        return {"ready": self.readiness()}
 
     async def _open(self, _: dict[str, Any]) -> None:
-        self.opened = True
-        self.readiness.changed()
+        self.readiness.open()  # the models bound before run() are loaded
 
     async def _adopt(self, frame: dict[str, Any]) -> None:
         """This front replaces one that died: take the shared-memory regions the other fronts hold, and ask the

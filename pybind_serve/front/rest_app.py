@@ -26,6 +26,7 @@ from ..protocol.messages import InferRequest
 from ..spec import ModelSpec
 from . import inference, statistics
 from .models import NO_REPOSITORY, ModelEntry, Models
+from .readiness import Readiness
 from .regions import NO_CUDA, Regions, enabled
 from .rest_infer import InferRoute, decode_body, read_body
 
@@ -70,14 +71,13 @@ async def _json_body(request: Request, what: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _Front:
-    """What the handlers read, as ``request.app.state.front``: the front's registry, counters and options.
-    ``is_serving`` is false while starting and stopping; ``regions``: the registered system shared-memory
-    regions (None: the extension is off)."""
+    """What the handlers read, as ``request.app.state.front``: the front's registry, counters, readiness and
+    options; ``regions``: the registered system shared-memory regions (None: the extension is off)."""
 
     models: Models
     metrics: Metrics
     options: HttpOptions
-    is_serving: Callable[[], bool]
+    readiness: Readiness
     regions: Regions | None
     extensions: list[str]
 
@@ -126,8 +126,7 @@ async def live(_: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    front = _front(request)
-    return Response(status_code=200 if front.is_serving() and front.models.all_ready() else 503)
+    return Response(status_code=200 if _front(request).readiness() else 503)
 
 
 async def server_metadata(request: Request) -> Response:
@@ -144,7 +143,7 @@ async def model_config(request: Request) -> Response:
 
 
 async def model_ready(request: Request) -> Response:
-    return Response(status_code=200 if _model(request).is_ready and _front(request).is_serving() else 503)
+    return Response(status_code=200 if _front(request).readiness.model_ready(_model(request)) else 503)
 
 
 async def repository_index(request: Request) -> Response:
@@ -229,16 +228,15 @@ def create_app(
     models: Models,
     metrics: Metrics,
     options: HttpOptions,
-    is_serving: Callable[[], bool],
+    readiness: Readiness,
     regions: Regions | None = None,
 ) -> InferRoute:
     """The ASGI application of the REST front: infer on its own fast path (`rest_infer`), the rest on
-    Starlette (`ROUTES`, whose handlers read the front from ``app.state``); ``is_serving`` is false while
-    starting and stopping; ``regions``: the registered system shared-memory regions (None: the extension is
-    off)."""
+    Starlette (`ROUTES`, whose handlers read the front from ``app.state``); ``regions``: the registered system
+    shared-memory regions (None: the extension is off)."""
     extensions = sorted([*EXTENSIONS, SHARED_MEMORY_EXTENSION]) if regions is not None else EXTENSIONS
     app = Starlette(routes=ROUTES, exception_handlers=_exception_handlers())
-    app.state.front = _Front(models, metrics, options, is_serving, regions, extensions)
+    app.state.front = _Front(models, metrics, options, readiness, regions, extensions)
     return InferRoute(app, models, metrics, options.max_body_bytes, regions)
 
 
