@@ -27,6 +27,7 @@ from .errors import (
     StartupError,
 )
 from .request import STREAM_END, Request
+from .security import Restriction
 from .serve import Serve
 from .tensor import Tensor
 from .version import __version__
@@ -43,6 +44,7 @@ __all__ = [
     "PortInUseError",
     "QueuePolicy",
     "Request",
+    "Restriction",
     "Serve",
     "ServeError",
     "StartupError",

@@ -17,6 +17,8 @@ resolve a response from the class alone::
         │   ├── ModelNotReadyError      bound but no worker serving it     503    UNAVAILABLE
         │   ├── QueueFullError          max_queue_size reached             503    UNAVAILABLE
         │   ├── InferenceTimeoutError   queue timeout, or client timeout_s 503    DEADLINE_EXCEEDED
+        │   ├── RestrictedError         a restricted endpoint called       403    UNAVAILABLE
+        │   │                           without its header (security.py)
         │   └── ServerUnreachableError  client: no connection, or cut off  503    UNAVAILABLE
         ├── ModelExecutionError         the bound function raised          500    INTERNAL
         │   ├── OutputValidationError   outputs not as declared            500    INTERNAL
@@ -53,6 +55,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PortInUseError",
     "QueueFullError",
+    "RestrictedError",
     "ServeError",
     "ServerUnreachableError",
     "StartupError",
@@ -172,6 +175,13 @@ class InferenceTimeoutError(UnavailableError):
     grpc_code = "DEADLINE_EXCEEDED"
 
 
+class RestrictedError(UnavailableError):
+    """A restricted endpoint group called without its header and value: 403 over HTTP and, as Triton answers
+    it, UNAVAILABLE over gRPC (where a client cannot tell it from other unavailability)."""
+
+    http_status = 403
+
+
 class ServerUnreachableError(UnavailableError, ConnectionError):
     """Raised by clients: the server cannot be reached, or the connection broke before the answer came.
 
@@ -219,6 +229,7 @@ _BY_NAME: dict[str, type[InferenceError]] = {
         BatchTooLargeError,
         PayloadTooLargeError,
         ModelNotFoundError,
+        RestrictedError,
         UnsupportedError,
         UnavailableError,
         ModelNotReadyError,
@@ -248,6 +259,7 @@ def from_wire(type_name: str, message: str) -> InferenceError:
 
 _BY_HTTP_STATUS: dict[int, type[InferenceError]] = {
     400: InvalidInputError,
+    403: RestrictedError,
     404: ModelNotFoundError,
     413: PayloadTooLargeError,
     500: ModelExecutionError,

@@ -8,6 +8,7 @@ import enum
 import logging
 import math
 import os
+import re
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from .errors import ConfigurationError, StartupError
 from .fronts import Fronts
 from .placement import resolve_devices, visible_gpus
 from .request import Request
+from .security import TOKEN_GROUPS, TOKEN_HEADER, Restriction, new_token, restriction_problems
 from .spec import ModelSpec
 from .supervisor import Supervisor
 from .tensor import Tensor
@@ -106,6 +108,10 @@ class Serve:
         log_level: str = "warning",
         system_shared_memory: bool = False,
         fronts: int = 1,
+        restricted: Sequence[Restriction] = (),
+        access_token: str | bool | None = None,
+        http_header_forward_pattern: str | None = None,
+        grpc_header_forward_pattern: str | None = None,
     ) -> None:
         ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
         problems = _port_problems(ports) + _size_problems(max_body_bytes, grpc_max_message_bytes)
@@ -118,8 +124,19 @@ class Serve:
             idle_release_s=idle_release_s,
             fronts=fronts,
         )
+        token = new_token() if access_token is True else access_token or None
+        restrictions = tuple(restricted)
+        if token is not None:
+            restrictions += (Restriction(TOKEN_GROUPS, TOKEN_HEADER, token),)
+        problems += restriction_problems(restrictions) + _pattern_problems(
+            http_header_forward_pattern=http_header_forward_pattern,
+            grpc_header_forward_pattern=grpc_header_forward_pattern,
+        )
         if problems:
             raise ConfigurationError.collect("Serve", problems)
+        self.restricted, self._access_token = restrictions, token
+        self.http_header_forward_pattern = http_header_forward_pattern
+        self.grpc_header_forward_pattern = grpc_header_forward_pattern
         self.host, self._ports = host, ports
         self.max_body_bytes, self.grpc_max_message_bytes = max_body_bytes, grpc_max_message_bytes
         self.max_header_bytes, self.max_header_count = max_header_bytes, max_header_count
@@ -231,6 +248,12 @@ class Serve:
         return self._state is State.RUNNING and fronts is not None and fronts.ready()
 
     @property
+    def access_token(self) -> str | None:
+        """The token that callers of the guarded endpoint groups send in the ``triton-access-token`` header
+        (``Serve(access_token=True)`` generates one), or None."""
+        return self._access_token
+
+    @property
     def http_port(self) -> int:
         return self._port("http")
 
@@ -317,6 +340,9 @@ class Serve:
             "max_header_count": self.max_header_count,
             "read_timeout_s": self.read_timeout_s,
             "idle_release_s": self.idle_release_s,
+            "restrictions": [r.to_wire() for r in self.restricted],
+            "http_header_forward_pattern": self.http_header_forward_pattern,
+            "grpc_header_forward_pattern": self.grpc_header_forward_pattern,
         }
 
     def _front_restarted(self, index: int) -> None:
@@ -441,6 +467,18 @@ def _port_problems(ports: dict[str, int | None]) -> list[str]:
         for kind, port in ports.items()
         if (port is not None or kind == "http") and not (type(port) is int and 0 <= port <= 65535)
     ]
+
+
+def _pattern_problems(**patterns: str | None) -> list[str]:
+    problems = []
+    for name, pattern in patterns.items():
+        if pattern is None:
+            continue
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as exc:
+            problems.append(f"{name} must be a regular expression, got {pattern!r}: {exc}")
+    return problems
 
 
 def _size_problems(max_body_bytes: int, grpc_max_message_bytes: int) -> list[str]:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .core import ClientBase, InferOptions
+from .core import ClientBase, InferOptions, with_token
 from .exchange import DEFAULT_TIMEOUT_S, Call, Pause, Plan, Step, drive_async
 from .grpc_codec import StreamResponse
 from .model import RemoteModelConfig
@@ -96,7 +96,9 @@ class AsyncModelClient(_Async):
         timeout_s: float = DEFAULT_TIMEOUT_S,
         headers: Mapping[str, str] | None = None,
         shared_memory: bool = False,
+        access_token: str | None = None,
     ) -> None:
+        headers = with_token(headers, access_token)
         super().__init__(url, model, version=version, timeout_s=timeout_s, headers=headers, shared_memory=shared_memory)
         self._transport = open_async(self._core.endpoint)
 
@@ -144,7 +146,9 @@ class AsyncDecoupledModelClient(_Async):
         timeout_s: float = DEFAULT_TIMEOUT_S,
         headers: Mapping[str, str] | None = None,
         shared_memory: bool = False,
+        access_token: str | None = None,
     ) -> None:
+        headers = with_token(headers, access_token)
         super().__init__(url, model, version=version, timeout_s=timeout_s, headers=headers, shared_memory=shared_memory)
         self._transport = open_async_stream(self._core.endpoint)
 

@@ -303,6 +303,16 @@ def _is_positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and math.isfinite(value)
 
 
+TOKEN_HEADER = "triton-access-token"  # the header of `Serve(access_token=...)`, as PyTriton's
+
+
+def with_token(headers: Mapping[str, str] | None, access_token: str | None) -> Mapping[str, str] | None:
+    """``headers`` plus the access-token header when a token is given (a client's ``access_token=``)."""
+    if access_token is None:
+        return headers
+    return {**(headers or {}), TOKEN_HEADER: access_token}
+
+
 def _problems(model: Any, version: Any, timeout_s: Any, headers: Any) -> list[str]:
     problems = []
     if not isinstance(model, str) or not model or "/" in model:

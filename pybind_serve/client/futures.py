@@ -42,11 +42,18 @@ class FuturesModelClient:
         headers: Mapping[str, str] | None = None,
         max_workers: int = DEFAULT_MAX_WORKERS,
         shared_memory: bool = False,
+        access_token: str | None = None,
     ) -> None:
         if type(max_workers) is not int or max_workers < 1:
             raise ConfigurationError(f"max_workers must be an int >= 1, got {max_workers!r}")
         self._client = ModelClient(
-            url, model, version=version, timeout_s=timeout_s, headers=headers, shared_memory=shared_memory
+            url,
+            model,
+            version=version,
+            timeout_s=timeout_s,
+            headers=headers,
+            shared_memory=shared_memory,
+            access_token=access_token,
         )
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix=f"pybind_serve-client-{model}")
         self._lock = threading.Lock()

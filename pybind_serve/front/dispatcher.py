@@ -55,9 +55,10 @@ __all__ = ["Dispatcher"]
 log = logging.getLogger("pybind_serve.front")
 
 Send = Callable[[bytes, dict[str, Any]], None]
-_TIMED_OUT: dict[str, Any] = {"op": "timed out"}
+_TIMED_OUT: dict[str, Any] = {"op": "timed out"}  # what a flight's answers get when execution_timeout_s passes
 _AVERAGING = 0.2  # weight of the latest batch in a worker's average compute time
-_FORM_AHEAD, _FORM_MARGIN_S = 0.8, 0.001  # several fronts: form the next batch at 80 % of a batch's time, less 1 ms  # what a flight's answers get when execution_timeout_s passes
+# Several fronts: a front forms its next batch at 80 % of the worker's recent batch time, less 1 ms.
+_FORM_AHEAD, _FORM_MARGIN_S = 0.8, 0.001
 
 
 @dataclass(eq=False, slots=True)

@@ -12,6 +12,7 @@ import asyncio
 import errno
 import functools
 import logging
+import re
 import socket
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -39,8 +40,10 @@ from ..protocol.messages import InferRequest
 from ..protocol.proto import grpc_service_pb2 as pb
 from ..protocol.proto import grpc_service_pb2_grpc as pb_grpc
 from ..protocol.proto import health_pb2_grpc
+from ..security import Guard, Restriction, forwarded_headers
 from ..spec import ModelSpec
 from . import inference, statistics
+from .access import grpc_group, grpc_refusal
 from .health import HealthServicer
 from .models import NO_REPOSITORY, Models
 from .readiness import Readiness
@@ -83,6 +86,8 @@ class GrpcOptions:
     server_version: str
     max_metadata_bytes: int = 64 << 10
     reuse_port: bool = False  # several front processes share the port
+    restrictions: tuple[Restriction, ...] = ()  # endpoint groups that need a metadata key and value
+    forward: str | None = None  # metadata keys matching this pattern become request parameters
 
 
 def status_code(exc: BaseException) -> grpc.StatusCode:
@@ -114,9 +119,11 @@ async def start_server(
             ("grpc.max_metadata_size", options.max_metadata_bytes),
         ]
     )
-    servicer = InferenceServicer(models, metrics, readiness, options.server_version, regions)
-    _add_inference_servicer(servicer, server)
-    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(readiness), server)
+    guard = Guard(options.restrictions)
+    forward = re.compile(options.forward, re.IGNORECASE) if options.forward else None
+    servicer = InferenceServicer(models, metrics, readiness, options.server_version, regions, forward)
+    _add_inference_servicer(servicer, server, guard)
+    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(readiness, guard), server)
     try:
         port = _bind(server, options.host, options.port)
     except StartupError:
@@ -126,7 +133,7 @@ async def start_server(
     return server, port
 
 
-def _add_inference_servicer(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
+def _add_inference_servicer(servicer: InferenceServicer, server: grpc.aio.Server, guard: Guard) -> None:
     """What the generated ``add_GRPCInferenceServiceServicer_to_server`` does, except that infer requests are
     decoded by `grpc_codec.decode_infer_request` (tensor bytes left in the received buffer) and that answers
     may come serialized already (`grpc_codec.encode_infer_response` copies each output once, into them)."""
@@ -135,7 +142,8 @@ def _add_inference_servicer(servicer: InferenceServicer, server: grpc.aio.Server
     for method in service.methods:
         kind = _HANDLER_KINDS[(method.client_streaming, method.server_streaming)]
         decode = servicer.decode_infer_request if method.name in _INFER_METHODS else _message_class(method).FromString
-        handlers[method.name] = kind(getattr(servicer, method.name), decode, _serialize)
+        behaviour = _guarded(getattr(servicer, method.name), grpc_group(method.name), guard, method.server_streaming)
+        handlers[method.name] = kind(behaviour, decode, _serialize)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
     server.add_registered_method_handlers(service.full_name, handlers)
 
@@ -169,6 +177,39 @@ def _in_use(host: str, port: int) -> bool:
     return False
 
 
+def metadata_reader(context: Any) -> Callable[[str], str | None]:
+    """Read a call's metadata by (lower-case) key."""
+    metadata = {key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)}
+    return metadata.get
+
+
+def _guarded(behaviour: Any, group: str | None, guard: Guard, streaming: bool) -> Any:
+    """``behaviour``, refusing callers without the metadata its restricted group needs (UNAVAILABLE, as Triton)."""
+    if not guard.restricts(group):
+        return behaviour
+    assert group is not None
+
+    async def refuse(context: Any) -> None:
+        key = guard.refusal(group, metadata_reader(context))
+        if key is not None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(grpc_refusal(key)))
+
+    if streaming:
+
+        async def guarded_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            await refuse(context)
+            async for answer in behaviour(request, context):
+                yield answer
+
+        return guarded_stream
+
+    async def guarded(request: Any, context: Any) -> Any:
+        await refuse(context)
+        return await behaviour(request, context)
+
+    return guarded
+
+
 def _answering_errors(method: Method) -> Method:
     """End the call with the status of the error the method raised (INTERNAL, logged, for a bug of ours)."""
 
@@ -195,8 +236,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         readiness: Readiness,
         server_version: str,
         regions: Regions | None = None,
+        forward: re.Pattern[str] | None = None,
     ) -> None:
         self._models, self._metrics = models, metrics
+        self._forward = forward
         self._readiness = readiness
         self._server_version = server_version
         self._regions = regions
@@ -212,9 +255,24 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except InvalidInputError as exc:
             return exc
 
-    async def _parse(self, received: grpc_codec.Received, spec: ModelSpec) -> InferRequest:
-        """`inference.Parse` for a received ModelInferRequest."""
-        return self._parser.parse(received, spec, self._regions)
+    async def _parse(
+        self, received: grpc_codec.Received, spec: ModelSpec, forwarded: dict[str, str] | None = None
+    ) -> InferRequest:
+        """`inference.Parse` for a received ModelInferRequest; ``forwarded``: metadata to add as parameters."""
+        request = self._parser.parse(received, spec, self._regions)
+        if forwarded:
+            request.parameters.update(forwarded)
+        return request
+
+    def _forwarded(self, context: Any) -> dict[str, str] | None:
+        """The call's metadata that the forward pattern selects (`InvalidInputError` for a reserved name)."""
+        if self._forward is None:
+            return None
+        metadata = [(k, v) for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)]
+        try:
+            return forwarded_headers(self._forward, metadata)
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
 
     @_answering_errors
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
@@ -257,25 +315,28 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: Decoded, context: Any) -> bytes:
         if isinstance(request, InvalidInputError):
             raise request
-        return await self._infer(request)
+        return await self._infer(request, self._forwarded(context))
 
-    async def _infer(self, received: grpc_codec.Received) -> bytes:
+    async def _infer(self, received: grpc_codec.Received, forwarded: dict[str, str] | None = None) -> bytes:
         """The serialized response, or the error to answer with; cancelling the task takes the request out of
         its queue."""
         message = received.message
         model = (message.model_name, message.model_version)
         if self._models.find(*model).spec.config.decoupled:
-            return await inference.single(self._responses(received, None), f"model {message.model_name!r}")
-        parse = partial(self._parse, received)
+            responses = self._responses(received, None, forwarded)
+            return await inference.single(responses, f"model {message.model_name!r}")
+        parse = partial(self._parse, received, forwarded=forwarded)
         encode = grpc_codec.encode_infer_response
         return await inference.infer(self._models, self._metrics, model, parse, encode, time.monotonic())
 
-    def _responses(self, received: grpc_codec.Received, final: bool | None) -> AsyncGenerator[bytes, None]:
+    def _responses(
+        self, received: grpc_codec.Received, final: bool | None, forwarded: dict[str, str] | None = None
+    ) -> AsyncGenerator[bytes, None]:
         """Each serialized response to a request as it is ready (`inference.stream`)."""
         message = received.message
         model = (message.model_name, message.model_version)
         encode = partial(grpc_codec.encode_infer_response, final=final)
-        parse = partial(self._parse, received)
+        parse = partial(self._parse, received, forwarded=forwarded)
         return inference.stream(self._models, self._metrics, model, parse, encode, time.monotonic())
 
     async def ModelStreamInfer(
@@ -287,7 +348,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         When the server starts stopping, reading stops, the requests in flight are answered, and the call ends
         with UNAVAILABLE; when the client cancels, the requests in flight are cancelled.
         """
-        stream = _Stream(self._stream_answers)
+        try:
+            forwarded = self._forwarded(context)
+        except InvalidInputError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, client_message(exc))
+        stream = _Stream(partial(self._stream_answers, forwarded=forwarded))
         reader = asyncio.ensure_future(stream.read(requests))
         stopping = asyncio.ensure_future(self._readiness.stopping.wait())
         stopping.add_done_callback(lambda _: stream.stop_reading(reader))
@@ -300,7 +365,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if stream.cut_short:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is stopping; requests not answered above")
 
-    async def _stream_answers(self, received: Decoded) -> AsyncGenerator[Answer, None]:
+    async def _stream_answers(
+        self, received: Decoded, forwarded: dict[str, str] | None = None
+    ) -> AsyncGenerator[Answer, None]:
         """The answers to one request of a ModelStreamInfer call: its responses, each marked final or not
         (``triton_final_response``), or an error. A decoupled model's responses are all marked not final, as
         its stream ends only after the last: an empty final response follows if the request asked for it."""
@@ -310,7 +377,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         message = received.message
         try:
             decoupled = self._models.find(message.model_name, message.model_version).spec.config.decoupled
-            async with aclosing(self._responses(received, final=not decoupled)) as responses:
+            async with aclosing(self._responses(received, not decoupled, forwarded)) as responses:
                 async for response in responses:
                     yield grpc_codec.encode_stream_response(response)
         except InferenceError as exc:

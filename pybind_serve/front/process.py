@@ -40,6 +40,7 @@ from ..errors import InferenceError, ModelNotFoundError, StartupError, Unavailab
 from ..linux import trim_heap
 from ..metrics import Metrics
 from ..protocol.shared_memory import RegionSpec
+from ..security import Restriction
 from ..spec import ModelSpec
 from ..system_metrics import SystemMetrics
 from ..transport.channel import endpoint_path
@@ -84,6 +85,9 @@ class FrontOptions:
     index: int = 0  # which front this is, of `Serve(fronts=N)`
     peers: tuple[str, ...] = ()  # every front's endpoint, this one's at ``index`` (none: the only front)
     grpc_reuse_port: bool = False  # the other fronts listen on the same gRPC port
+    restrictions: tuple[dict[str, Any], ...] = ()  # `security.Restriction.to_wire` of each
+    http_header_forward_pattern: str | None = None
+    grpc_header_forward_pattern: str | None = None
 
 
 class _Server(uvicorn.Server):
@@ -150,6 +154,9 @@ class Front:
         await self.readiness.stopping.wait()
         await self._shutdown(tasks)
 
+    def _restrictions(self) -> tuple[Restriction, ...]:
+        return tuple(Restriction.from_wire(r) for r in self.options.restrictions)
+
     async def _start_grpc(self) -> None:
         if self.options.grpc_port is None:
             return
@@ -160,6 +167,8 @@ class Front:
             __version__,
             self.options.max_header_bytes,
             self.options.grpc_reuse_port,
+            self._restrictions(),
+            self.options.grpc_header_forward_pattern,
         )
         try:
             self._grpc, port = await start_server(self.models, self.metrics, self.readiness, options, self.regions)
@@ -208,7 +217,15 @@ class Front:
 
     def _build_servers(self) -> list[tuple[_Server, socket.socket]]:
         options = HttpOptions(self.options.max_body_bytes, __version__)
-        app = create_app(self.models, self.metrics, options, self.readiness, self.regions)
+        app = create_app(
+            self.models,
+            self.metrics,
+            options,
+            self.readiness,
+            self.regions,
+            self._restrictions(),
+            self.options.http_header_forward_pattern,
+        )
         pairs: list[tuple[Any, int]] = [(app, self.options.http_fd)]
         if self.options.metrics_fd is not None:
             pairs.append((self._metrics_app(), self.options.metrics_fd))

@@ -7,8 +7,9 @@ Every error answer is ``{"error": "..."}`` with the status of its `errors` class
 from __future__ import annotations
 
 import json
+import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -23,12 +24,13 @@ from ..errors import InferenceError, InternalServerError, InvalidInputError, Uns
 from ..metrics import Metrics
 from ..protocol import documents, generate, rest, shared_memory
 from ..protocol.messages import InferRequest
+from ..security import Guard, Restriction
 from ..spec import ModelSpec
 from . import inference, statistics
 from .models import NO_REPOSITORY, ModelEntry, Models
 from .readiness import Readiness
 from .regions import NO_CUDA, Regions, enabled
-from .rest_infer import InferRoute, decode_body, read_body
+from .rest_infer import InferRoute, decode_body, forwarded_parameters, read_body
 
 __all__ = ["HttpOptions", "create_app", "error_response"]
 
@@ -80,6 +82,7 @@ class _Front:
     readiness: Readiness
     regions: Regions | None
     extensions: list[str]
+    forward: re.Pattern[str] | None = None  # headers to hand the model as request parameters
 
 
 def _front(request: Request) -> _Front:
@@ -95,7 +98,11 @@ async def _parse_generate(request: Request, spec: ModelSpec) -> InferRequest:
     limit = _front(request).options.max_body_bytes
     body = await read_body(request.receive, dict(request.scope["headers"]), limit)
     body = await decode_body(body, request.headers.get("content-encoding"), limit)
-    return generate.parse_generate_request(body, spec)
+    parsed = generate.parse_generate_request(body, spec)
+    forward = _front(request).forward
+    if forward is not None:
+        parsed.parameters.update(forwarded_parameters(forward, request.scope))
+    return parsed
 
 
 def _generate_responses(request: Request) -> AsyncGenerator[bytes, None]:
@@ -230,14 +237,18 @@ def create_app(
     options: HttpOptions,
     readiness: Readiness,
     regions: Regions | None = None,
+    restrictions: Sequence[Restriction] = (),
+    forward: str | None = None,
 ) -> InferRoute:
     """The ASGI application of the REST front: infer on its own fast path (`rest_infer`), the rest on
     Starlette (`ROUTES`, whose handlers read the front from ``app.state``); ``regions``: the registered system
-    shared-memory regions (None: the extension is off)."""
+    shared-memory regions (None: the extension is off); ``restrictions``: endpoint groups that need a header
+    (`security`); ``forward``: a pattern of header names handed to the model as request parameters."""
     extensions = sorted([*EXTENSIONS, SHARED_MEMORY_EXTENSION]) if regions is not None else EXTENSIONS
     app = Starlette(routes=ROUTES, exception_handlers=_exception_handlers())
-    app.state.front = _Front(models, metrics, options, readiness, regions, extensions)
-    return InferRoute(app, models, metrics, options.max_body_bytes, regions)
+    pattern = re.compile(forward, re.IGNORECASE) if forward else None
+    app.state.front = _Front(models, metrics, options, readiness, regions, extensions, pattern)
+    return InferRoute(app, models, metrics, options.max_body_bytes, regions, Guard(restrictions), pattern)
 
 
 async def _events(first: bytes | None, rest_: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:

@@ -29,8 +29,10 @@ from ..metrics import Metrics
 from ..protocol import rest
 from ..protocol.messages import InferRequest
 from ..scheduler import Pending
+from ..security import Guard, forwarded_headers
 from ..spec import ModelSpec
 from . import inference
+from .access import http_group, http_refusal
 from .models import Models
 from .regions import Regions
 
@@ -130,17 +132,47 @@ async def answer_error(send: Send, exc: Exception) -> None:
     await _answer(send, status, rest.encode_error(client_message(exc)), _JSON)
 
 
+def header_reader(scope: Scope) -> Callable[[str], str | None]:
+    """Read a request's header by lower-case name (the first, if repeated)."""
+    headers: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return headers.get
+
+
+def forwarded_parameters(forward: re.Pattern[str], scope: Scope) -> dict[str, str]:
+    """The request's headers that ``forward`` selects, as parameters (`InvalidInputError` for a reserved name)."""
+    headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
+    try:
+        return forwarded_headers(forward, headers)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
+
+
 class InferRoute:
     """ASGI: the infer path served here, every other request by ``app``."""
 
     def __init__(
-        self, app: ASGIApp, models: Models, metrics: Metrics, max_body_bytes: int, regions: Regions | None
+        self,
+        app: ASGIApp,
+        models: Models,
+        metrics: Metrics,
+        max_body_bytes: int,
+        regions: Regions | None,
+        guard: Guard | None = None,
+        forward: re.Pattern[str] | None = None,
     ) -> None:
         self.app = app
         self._models, self._metrics = models, metrics
         self._limit, self._regions = max_body_bytes, regions
+        self._guard, self._forward = guard or Guard(()), forward
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self._guard:  # restricted groups: every path is checked here, once
+            key = self._guard.refusal(http_group(scope["path"]) or "", header_reader(scope))
+            if key is not None:
+                await answer_error(send, http_refusal(key))
+                return
         if scope["type"] == "http" and (match := INFER_PATH.fullmatch(scope["path"])) is not None:
             if scope["method"] != "POST":
                 await _answer(send, 405, rest.encode_error(f"use POST for {scope['path']}"), _JSON)
@@ -156,14 +188,17 @@ class InferRoute:
     async def _infer(self, name: str, version: str | None, scope: Scope, receive: Receive, send: Send) -> None:
         arrived = time.monotonic()
         headers = dict(scope["headers"])
-        limit, regions = self._limit, self._regions
+        limit, regions, forward = self._limit, self._regions, self._forward
 
         async def parse(spec: ModelSpec) -> InferRequest:
             body = await read_body(receive, headers, limit)
             encoding = headers.get(b"content-encoding")
             if encoding is not None:  # (read_body checked the size of a body sent as it is)
                 body = await decode_body(body, encoding.decode("latin-1"), limit)
-            return rest.parse_infer_request(body, _header_length(headers), spec, regions)
+            request = rest.parse_infer_request(body, _header_length(headers), spec, regions)
+            if forward is not None:
+                request.parameters.update(forwarded_parameters(forward, scope))
+            return request
 
         models, metrics, model = self._models, self._metrics, (name, version)
         encode = rest.encode_infer_response

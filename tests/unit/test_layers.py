@@ -16,6 +16,7 @@ LAYERS = {
     "version": 0,
     "errors": 0,
     "linux": 0,
+    "security": 0,
     "dtypes": 1,
     "placement": 1,
     "tensor": 2,
