@@ -27,6 +27,7 @@ from typing import Any
 
 __all__ = [
     "GROUPS",
+    "Tls",
     "RESERVED_PARAMETERS",
     "TOKEN_GROUPS",
     "TOKEN_HEADER",
@@ -89,6 +90,29 @@ class Restriction:
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> Restriction:
         return cls(tuple(data["groups"]), data["key"], data["value"])
+
+
+@dataclass(frozen=True)
+class Tls:
+    """The server's TLS: its certificate chain and key (PEM files), and optionally the CA that client
+    certificates must be signed by (mutual TLS: a client without one is refused)."""
+
+    certfile: str
+    keyfile: str
+    client_ca: str | None = None
+
+    def problems(self) -> list[str]:
+        import os
+
+        files = {"tls_certfile": self.certfile, "tls_keyfile": self.keyfile, "tls_client_ca": self.client_ca}
+        return [
+            f"{name} must be a readable PEM file, got {path!r}"
+            for name, path in files.items()
+            if path is not None and not (isinstance(path, str) and os.access(path, os.R_OK))
+        ]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"certfile": self.certfile, "keyfile": self.keyfile, "client_ca": self.client_ca}
 
 
 def new_token() -> str:

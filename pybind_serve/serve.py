@@ -23,7 +23,7 @@ from .errors import ConfigurationError, StartupError
 from .fronts import Fronts
 from .placement import resolve_devices, visible_gpus
 from .request import Request
-from .security import TOKEN_GROUPS, TOKEN_HEADER, Restriction, new_token, restriction_problems
+from .security import TOKEN_GROUPS, TOKEN_HEADER, Restriction, Tls, new_token, restriction_problems
 from .spec import ModelSpec
 from .supervisor import Supervisor
 from .tensor import Tensor
@@ -112,6 +112,9 @@ class Serve:
         access_token: str | bool | None = None,
         http_header_forward_pattern: str | None = None,
         grpc_header_forward_pattern: str | None = None,
+        tls_certfile: str | None = None,
+        tls_keyfile: str | None = None,
+        tls_client_ca: str | None = None,
     ) -> None:
         ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
         problems = _port_problems(ports) + _size_problems(max_body_bytes, grpc_max_message_bytes)
@@ -132,8 +135,16 @@ class Serve:
             http_header_forward_pattern=http_header_forward_pattern,
             grpc_header_forward_pattern=grpc_header_forward_pattern,
         )
+        tls = None
+        if tls_certfile is not None or tls_keyfile is not None or tls_client_ca is not None:
+            if tls_certfile is None or tls_keyfile is None:
+                problems.append("TLS needs both tls_certfile and tls_keyfile")
+            else:
+                tls = Tls(tls_certfile, tls_keyfile, tls_client_ca)
+                problems += tls.problems()
         if problems:
             raise ConfigurationError.collect("Serve", problems)
+        self.tls = tls
         self.restricted, self._access_token = restrictions, token
         self.http_header_forward_pattern = http_header_forward_pattern
         self.grpc_header_forward_pattern = grpc_header_forward_pattern
@@ -267,8 +278,9 @@ class Serve:
 
     @property
     def http_url(self) -> str:
-        """``http://host:port`` of the KServe v2 REST endpoint (the bound port, also when 0 was asked)."""
-        return f"http://{_url_host(self.host)}:{self.http_port}"
+        """``http://host:port`` (``https://`` with TLS) of the KServe v2 REST endpoint (the bound port, also when
+        0 was asked)."""
+        return f"{'https' if self.tls else 'http'}://{_url_host(self.host)}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str | None:
@@ -343,6 +355,7 @@ class Serve:
             "restrictions": [r.to_wire() for r in self.restricted],
             "http_header_forward_pattern": self.http_header_forward_pattern,
             "grpc_header_forward_pattern": self.grpc_header_forward_pattern,
+            "tls": self.tls.to_wire() if self.tls is not None else None,
         }
 
     def _front_restarted(self, index: int) -> None:

@@ -23,10 +23,12 @@ from .aio import AsyncDecoupledModelClient, AsyncModelClient
 from .futures import FuturesModelClient
 from .model import RemoteModelConfig
 from .sync import DecoupledModelClient, ModelClient
+from .url import ClientTls
 
 __all__ = [
     "AsyncDecoupledModelClient",
     "AsyncModelClient",
+    "ClientTls",
     "DecoupledModelClient",
     "FuturesModelClient",
     "ModelClient",

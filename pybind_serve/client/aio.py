@@ -16,6 +16,7 @@ from .exchange import DEFAULT_TIMEOUT_S, Call, Pause, Plan, Step, drive_async
 from .grpc_codec import StreamResponse
 from .model import RemoteModelConfig
 from .transport import AsyncStreamTransport, AsyncTransport, open_async, open_async_stream
+from .url import ClientTls
 
 __all__ = ["AsyncDecoupledModelClient", "AsyncModelClient"]
 
@@ -97,9 +98,12 @@ class AsyncModelClient(_Async):
         headers: Mapping[str, str] | None = None,
         shared_memory: bool = False,
         access_token: str | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
         headers = with_token(headers, access_token)
-        super().__init__(url, model, version=version, timeout_s=timeout_s, headers=headers, shared_memory=shared_memory)
+        super().__init__(
+            url, model, version=version, timeout_s=timeout_s, headers=headers, shared_memory=shared_memory, tls=tls
+        )
         self._transport = open_async(self._core.endpoint)
 
     async def infer_sample(
@@ -147,9 +151,12 @@ class AsyncDecoupledModelClient(_Async):
         headers: Mapping[str, str] | None = None,
         shared_memory: bool = False,
         access_token: str | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
         headers = with_token(headers, access_token)
-        super().__init__(url, model, version=version, timeout_s=timeout_s, headers=headers, shared_memory=shared_memory)
+        super().__init__(
+            url, model, version=version, timeout_s=timeout_s, headers=headers, shared_memory=shared_memory, tls=tls
+        )
         self._transport = open_async_stream(self._core.endpoint)
 
     def infer_sample(

@@ -13,6 +13,7 @@ whether the model batches). The wire is the codec's business: `HttpCodec` or `Gr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +40,7 @@ from .inputs import add_batch_axis, conform, gather
 from .model import ModelMetadata, RemoteModelConfig
 from .outputs import strip_batch_axis
 from .shared_memory import Placement, RegionPool, output_sizes, serialized
-from .url import Endpoint, parse_url
+from .url import ClientTls, Endpoint, parse_url
 
 __all__ = ["ClientBase", "ClientCore", "Codec", "InferOptions"]
 
@@ -100,11 +101,16 @@ class ClientCore:
         headers: Mapping[str, str] | None = None,
         shared_memory: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        tls: ClientTls | None = None,
     ) -> None:
         problems = _problems(model, version, timeout_s, headers)
         if problems:
             raise ConfigurationError.collect(f"client of model {model!r}", problems)
         self.endpoint: Endpoint = parse_url(url)
+        if tls is not None:
+            if self.endpoint.tls is None:
+                raise ConfigurationError(f"TLS options for {url!r}: use https:// or grpcs://")
+            self.endpoint = dataclasses.replace(self.endpoint, tls=tls)
         self.model = ModelRef(model, "" if version is None else str(version))
         self.timeout_s = float(timeout_s)
         self.headers: dict[str, str] = dict(headers or {})
@@ -342,9 +348,10 @@ class ClientBase:
         timeout_s: float,
         headers: Mapping[str, str] | None,
         shared_memory: bool,
+        tls: ClientTls | None = None,
     ) -> None:
         self._core = ClientCore(
-            url, model, version=version, timeout_s=timeout_s, headers=headers, shared_memory=shared_memory
+            url, model, version=version, timeout_s=timeout_s, headers=headers, shared_memory=shared_memory, tls=tls
         )
 
     @property

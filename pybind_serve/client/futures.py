@@ -14,6 +14,7 @@ from ..errors import ConfigurationError, UnavailableError
 from .exchange import DEFAULT_TIMEOUT_S
 from .model import RemoteModelConfig
 from .sync import ModelClient
+from .url import ClientTls
 
 __all__ = ["FuturesModelClient"]
 
@@ -43,6 +44,7 @@ class FuturesModelClient:
         max_workers: int = DEFAULT_MAX_WORKERS,
         shared_memory: bool = False,
         access_token: str | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
         if type(max_workers) is not int or max_workers < 1:
             raise ConfigurationError(f"max_workers must be an int >= 1, got {max_workers!r}")
@@ -54,6 +56,7 @@ class FuturesModelClient:
             headers=headers,
             shared_memory=shared_memory,
             access_token=access_token,
+            tls=tls,
         )
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix=f"pybind_serve-client-{model}")
         self._lock = threading.Lock()

@@ -16,6 +16,7 @@ from .exchange import DEFAULT_TIMEOUT_S, Call, Pause, Plan, Step, drive
 from .grpc_codec import StreamResponse
 from .model import RemoteModelConfig
 from .transport import StreamTransport, Transport, open_stream, open_sync
+from .url import ClientTls
 
 __all__ = ["DecoupledModelClient", "ModelClient"]
 
@@ -80,12 +81,14 @@ class _Blocking(ClientBase):
 class ModelClient(_Blocking):
     """A model of a KServe v2 server (pybind_serve, Triton, ...) called from blocking code; thread-safe.
 
-    ``url`` is ``http://host:port``, ``grpc://host:port`` or a bare ``host:port`` (HTTP). Nothing is sent
-    before the first call, which reads the model's metadata once (its inputs' order and datatypes: inputs
-    are cast to them where that is safe, e.g. a list of floats for FP32). Every call takes at most
-    ``timeout_s`` (60 s by default; per call, ``timeout_s=``) and raises the `pybind_serve.errors` class of
-    what went wrong: the server's answer (`InvalidInputError`, `ModelNotFoundError`, ...),
-    `InferenceTimeoutError`, or `ServerUnreachableError`.
+    ``url`` is ``http://host:port``, ``grpc://host:port`` or a bare ``host:port`` (HTTP); ``https://`` and
+    ``grpcs://`` over TLS (``tls=ClientTls(ca=..., cert=..., key=...)`` to trust a CA of your own, or to show a
+    client certificate). ``access_token`` is sent as the ``triton-access-token`` header of a server with
+    ``Serve(access_token=...)``. Nothing is sent before the first call, which reads the model's metadata once
+    (its inputs' order and datatypes: inputs are cast to them where that is safe, e.g. a list of floats for
+    FP32). Every call takes at most ``timeout_s`` (60 s by default; per call, ``timeout_s=``) and raises the
+    `pybind_serve.errors` class of what went wrong: the server's answer (`InvalidInputError`,
+    `ModelNotFoundError`, ...), `InferenceTimeoutError`, or `ServerUnreachableError`.
 
     >>> import numpy as np
     >>> from pybind_serve import Serve, Tensor, batch
@@ -107,9 +110,12 @@ class ModelClient(_Blocking):
         headers: Mapping[str, str] | None = None,
         shared_memory: bool = False,
         access_token: str | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
         headers = with_token(headers, access_token)
-        super().__init__(url, model, version=version, timeout_s=timeout_s, headers=headers, shared_memory=shared_memory)
+        super().__init__(
+            url, model, version=version, timeout_s=timeout_s, headers=headers, shared_memory=shared_memory, tls=tls
+        )
         self._transport = open_sync(self._core.endpoint)
 
     def infer_sample(
@@ -167,9 +173,12 @@ class DecoupledModelClient(_Blocking):
         headers: Mapping[str, str] | None = None,
         shared_memory: bool = False,
         access_token: str | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
         headers = with_token(headers, access_token)
-        super().__init__(url, model, version=version, timeout_s=timeout_s, headers=headers, shared_memory=shared_memory)
+        super().__init__(
+            url, model, version=version, timeout_s=timeout_s, headers=headers, shared_memory=shared_memory, tls=tls
+        )
         self._transport = open_stream(self._core.endpoint)
 
     def infer_sample(

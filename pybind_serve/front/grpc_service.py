@@ -40,7 +40,7 @@ from ..protocol.messages import InferRequest
 from ..protocol.proto import grpc_service_pb2 as pb
 from ..protocol.proto import grpc_service_pb2_grpc as pb_grpc
 from ..protocol.proto import health_pb2_grpc
-from ..security import Guard, Restriction, forwarded_headers
+from ..security import Guard, Restriction, Tls, forwarded_headers
 from ..spec import ModelSpec
 from . import inference, statistics
 from .access import grpc_group, grpc_refusal
@@ -88,6 +88,7 @@ class GrpcOptions:
     reuse_port: bool = False  # several front processes share the port
     restrictions: tuple[Restriction, ...] = ()  # endpoint groups that need a metadata key and value
     forward: str | None = None  # metadata keys matching this pattern become request parameters
+    tls: Tls | None = None  # serve over TLS (grpcs)
 
 
 def status_code(exc: BaseException) -> grpc.StatusCode:
@@ -125,7 +126,7 @@ async def start_server(
     _add_inference_servicer(servicer, server, guard)
     health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(readiness, guard), server)
     try:
-        port = _bind(server, options.host, options.port)
+        port = _bind(server, options.host, options.port, options.tls)
     except StartupError:
         await server.stop(None)
         raise
@@ -156,14 +157,26 @@ def _serialize(answer: Any) -> bytes:
     return answer if isinstance(answer, bytes) else answer.SerializeToString()
 
 
-def _bind(server: grpc.aio.Server, host: str, port: int) -> int:
+def _bind(server: grpc.aio.Server, host: str, port: int, tls: Tls | None = None) -> int:
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
+        if tls is not None:
+            return int(server.add_secure_port(address, _credentials(tls)))
         return int(server.add_insecure_port(address))
     except RuntimeError as exc:
         if port and _in_use(host, port):
             raise PortInUseError.of("grpc", host, port) from None
         raise StartupError(f"cannot listen on {address} for grpc: {exc}") from None
+
+
+def _credentials(tls: Tls) -> grpc.ServerCredentials:
+    with open(tls.certfile, "rb") as cert, open(tls.keyfile, "rb") as key:
+        pair = (key.read(), cert.read())
+    client_ca = None
+    if tls.client_ca is not None:
+        with open(tls.client_ca, "rb") as ca:
+            client_ca = ca.read()
+    return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)
 
 
 def _in_use(host: str, port: int) -> bool:

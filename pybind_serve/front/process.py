@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -40,7 +41,7 @@ from ..errors import InferenceError, ModelNotFoundError, StartupError, Unavailab
 from ..linux import trim_heap
 from ..metrics import Metrics
 from ..protocol.shared_memory import RegionSpec
-from ..security import Restriction
+from ..security import Restriction, Tls
 from ..spec import ModelSpec
 from ..system_metrics import SystemMetrics
 from ..transport.channel import endpoint_path
@@ -88,6 +89,7 @@ class FrontOptions:
     restrictions: tuple[dict[str, Any], ...] = ()  # `security.Restriction.to_wire` of each
     http_header_forward_pattern: str | None = None
     grpc_header_forward_pattern: str | None = None
+    tls: dict[str, Any] | None = None  # `security.Tls.to_wire`: HTTPS and gRPC over TLS
 
 
 class _Server(uvicorn.Server):
@@ -169,6 +171,7 @@ class Front:
             self.options.grpc_reuse_port,
             self._restrictions(),
             self.options.grpc_header_forward_pattern,
+            Tls(**self.options.tls) if self.options.tls else None,
         )
         try:
             self._grpc, port = await start_server(self.models, self.metrics, self.readiness, options, self.regions)
@@ -232,7 +235,9 @@ class Front:
         limits = ConnectionLimits(
             self.options.max_header_bytes, self.options.max_header_count, self.options.read_timeout_s
         )
-        for app_, _fd in pairs:
+        tls = self.options.tls
+        for index, (app_, _fd) in enumerate(pairs):
+            secure = tls is not None and index == 0  # the API port; /metrics stays plain, for scrapers
             config = uvicorn.Config(
                 app_,
                 log_level=self.options.log_level,
@@ -242,6 +247,10 @@ class Front:
                 proxy_headers=False,  # nothing reads the client address: skip the middleware on every request
                 # Only a backstop: `_shutdown` answers what is still open when drain_timeout_s has passed.
                 timeout_graceful_shutdown=int(self.options.drain_timeout_s + _BACKSTOP_S),
+                ssl_certfile=tls["certfile"] if secure and tls else None,
+                ssl_keyfile=tls["keyfile"] if secure and tls else None,
+                ssl_ca_certs=tls["client_ca"] if secure and tls else None,
+                ssl_cert_reqs=ssl.CERT_REQUIRED if secure and tls and tls["client_ca"] else ssl.CERT_NONE,
             )
             self._servers.append(_Server(config))
         return [(server, socket.socket(fileno=fd)) for server, (_, fd) in zip(self._servers, pairs, strict=True)]

@@ -140,6 +140,8 @@ def test_the_access_token_guards_the_state_changing_groups_and_our_client_sends_
     assert httpx.get(stats, timeout=WAIT_S).status_code == 403
     assert httpx.get(stats, headers={TOKEN_HEADER: token}, timeout=WAIT_S).status_code == 200
     assert httpx.post(f"{serve.http_url}/v2/models/double/infer", json=INFER, timeout=WAIT_S).status_code == 200
+    for open_path in ("/v2/health/ready", "/v2", "/v2/models/double", "/v2/models/double/config"):  # not guarded
+        assert httpx.get(f"{serve.http_url}{open_path}", timeout=WAIT_S).status_code == 200, open_path
     for url in (serve.http_url, f"grpc://{serve.grpc_url}"):
         with ModelClient(url, "double", shared_memory=True, access_token=token) as client:  # registers regions
             assert client.infer_batch(x=np.ones((1, 2), np.float32))["y"].tolist() == [[2.0, 2.0]]

@@ -182,8 +182,8 @@ def test_options_are_checked_when_the_client_is_made() -> None:
     with pytest.raises(ConfigurationError) as raised:
         ClientCore("http://h:1", "a/b", version=0, timeout_s=-1, headers={"k": 1})  # type: ignore[dict-item]
     assert len(raised.value.problems) == 4
-    with pytest.raises(ConfigurationError, match="https:// is not supported"):
-        ClientCore("https://h:1", "m")
+    with pytest.raises(ConfigurationError, match="ftp:// is not supported"):
+        ClientCore("ftp://h:1", "m")
 
 
 def test_streaming_needs_grpc(server: FakeServer) -> None:

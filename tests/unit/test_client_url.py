@@ -1,10 +1,11 @@
-"""The clients' one URL form: ``http://``, ``grpc://`` or a bare ``host:port`` (HTTP), Triton's default ports."""
+"""The clients' one URL form: ``http://``, ``grpc://`` (``https://``, ``grpcs://`` over TLS) or a bare
+``host:port`` (HTTP), Triton's default ports."""
 
 from __future__ import annotations
 
 import pytest
 
-from pybind_serve.client.url import Endpoint, parse_url
+from pybind_serve.client.url import ClientTls, Endpoint, parse_url
 from pybind_serve.errors import ConfigurationError
 
 
@@ -18,6 +19,8 @@ from pybind_serve.errors import ConfigurationError
         ("grpc://localhost", Endpoint("grpc", "localhost", 8001)),
         ("localhost", Endpoint("http", "localhost", 8000)),
         ("grpc://[::1]:8001", Endpoint("grpc", "::1", 8001)),
+        ("https://example.com", Endpoint("http", "example.com", 8000, ClientTls())),
+        ("GRPCS://example.com:443", Endpoint("grpc", "example.com", 443, ClientTls())),
     ],
 )
 def test_urls_the_clients_take(url: str, endpoint: Endpoint) -> None:
@@ -27,12 +30,13 @@ def test_urls_the_clients_take(url: str, endpoint: Endpoint) -> None:
 def test_an_ipv6_address_is_bracketed_where_a_target_is_written() -> None:
     endpoint = parse_url("grpc://[::1]:8001")
     assert endpoint.address == "[::1]:8001" and str(endpoint) == "grpc://[::1]:8001"
+    assert str(parse_url("grpcs://[::1]:8001")) == "grpcs://[::1]:8001"
 
 
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("https://host:8000", "https:// is not supported"),
+        ("ftp://host:8000", "ftp:// is not supported"),
         ("unix:///tmp/socket", "unix:// is not supported"),
         ("http://host:8000/v2/models", "must look like http://host:port"),
         ("http://host:99999", "invalid port"),

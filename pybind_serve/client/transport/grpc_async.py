@@ -22,6 +22,7 @@ class AsyncGrpcTransport:
 
     def __init__(self, endpoint: Endpoint) -> None:
         self._where = endpoint.address
+        self._tls = endpoint.tls
         self._channel: grpc.aio.Channel | None = None  # made on the loop of the first call, which it belongs to
         self._methods: dict[str, Any] = {}  # the callable of each method, made once
         self._closed = False
@@ -62,5 +63,9 @@ class AsyncGrpcTransport:
         if self._closed:
             raise UnavailableError(f"{request.what}: this client was closed")
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self._where, options=CHANNEL_OPTIONS)
+            if self._tls is not None:
+                credentials = self._tls.grpc_credentials()
+                self._channel = grpc.aio.secure_channel(self._where, credentials, options=CHANNEL_OPTIONS)
+            else:
+                self._channel = grpc.aio.insecure_channel(self._where, options=CHANNEL_OPTIONS)
         return self._channel

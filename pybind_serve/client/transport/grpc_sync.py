@@ -32,7 +32,11 @@ class GrpcTransport:
 
     def __init__(self, endpoint: Endpoint) -> None:
         self._where = endpoint.address
-        self._channel = grpc.insecure_channel(endpoint.address, options=CHANNEL_OPTIONS)
+        if endpoint.tls is not None:
+            credentials = endpoint.tls.grpc_credentials()
+            self._channel = grpc.secure_channel(endpoint.address, credentials, options=CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.insecure_channel(endpoint.address, options=CHANNEL_OPTIONS)
         self._methods: dict[str, Any] = {}  # the callable of each method, made once
         self._closed = False
 

@@ -25,7 +25,8 @@ class AsyncHttpTransport:
 
     def __init__(self, endpoint: Endpoint) -> None:
         self._where = endpoint.address
-        self._base = f"http://{endpoint.address}"
+        self._base = f"{'https' if endpoint.tls else 'http'}://{endpoint.address}"
+        self._ssl = endpoint.tls.ssl_context() if endpoint.tls is not None else None
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
@@ -37,7 +38,12 @@ class AsyncHttpTransport:
         url = self._base + request.path
         try:
             async with session.request(
-                request.method, url, data=request.body or None, headers=request.headers, timeout=timeout
+                request.method,
+                url,
+                data=request.body or None,
+                headers=request.headers,
+                timeout=timeout,
+                ssl=self._ssl if self._ssl is not None else True,
             ) as response:
                 # One copy, into a bytearray: the arrays decoded over it are writable.
                 body = bytearray().join([chunk async for chunk in response.content.iter_any()])

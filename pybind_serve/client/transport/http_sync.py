@@ -25,7 +25,8 @@ class HttpTransport:
 
     def __init__(self, endpoint: Endpoint, max_idle: int = 64) -> None:
         self._where = endpoint.address
-        self._pool = ConnectionPool(endpoint.host, endpoint.port, max_idle)
+        context = endpoint.tls.ssl_context() if endpoint.tls is not None else None
+        self._pool = ConnectionPool(endpoint.host, endpoint.port, max_idle, context)
 
     def send(self, request: Request) -> HttpReply:
         if not isinstance(request, HttpRequest):

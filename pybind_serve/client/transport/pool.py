@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import select
 import socket
+import ssl
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,8 +42,9 @@ class ConnectionPool:
     >>> pool.close()
     """
 
-    def __init__(self, host: str, port: int, max_idle: int = 64) -> None:
+    def __init__(self, host: str, port: int, max_idle: int = 64, context: ssl.SSLContext | None = None) -> None:
         self.host, self.port, self.max_idle = host, port, max_idle
+        self._context = context  # HTTPS: how to check the server
         self._idle: list[http.client.HTTPConnection] = []  # LIFO: the warmest connection first
         self._lock = threading.Lock()
         self._closed = False
@@ -104,6 +106,8 @@ class ConnectionPool:
             connection.close()
 
     def _connect(self, timeout_s: float | None) -> http.client.HTTPConnection:
+        if self._context is not None:
+            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout_s, context=self._context)
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
 
     def _give_back(self, connection: http.client.HTTPConnection) -> None:
