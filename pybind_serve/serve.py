@@ -360,7 +360,11 @@ class Serve:
 
     def _front_restarted(self, index: int) -> None:
         """A front died and was started again: give it the models, and let it find their workers."""
-        with self._lock:
+        # Not a plain `with self._lock`: `stop` holds the lock while it waits for this thread to end.
+        while not self._lock.acquire(timeout=0.1):
+            if self._state is not State.RUNNING:
+                return
+        try:
             if self._state is not State.RUNNING or self._fronts is None or self._supervisor is None:
                 return
             for binding in self._bindings.values():
@@ -369,6 +373,8 @@ class Serve:
             self._fronts.call_one(index, "adopt", self.startup_timeout_s + 1, identities=identities, wait_s=10.0)
             self._fronts.call_one(index, "open", self.startup_timeout_s)
             log.warning("front process %d is serving again", index)
+        finally:
+            self._lock.release()
 
     def _call(self, op: str, timeout_s: float, **fields: Any) -> None:
         assert self._fronts is not None
