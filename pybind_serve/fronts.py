@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import zmq
@@ -106,7 +107,7 @@ class Fronts:
 
     def _ping(self, index: int) -> dict[str, Any]:
         try:
-            return self._controls[index].call("ping", self._startup_timeout_s, alive=partial_alive(self, index))
+            return self._controls[index].call("ping", self._startup_timeout_s, alive=partial(self.alive, index))
         except StartupError as exc:
             process = self._processes[index]
             code = process.poll() if process is not None else None
@@ -120,16 +121,11 @@ class Fronts:
 
     def call(self, op: str, timeout_s: float, **fields: Any) -> list[dict[str, Any]]:
         """Ask every front (one after the other); their replies. `StartupError` if one refuses or is gone."""
-        replies = []
-        for index, control in enumerate(self._controls):
-            reply = control.call(op, timeout_s, alive=partial_alive(self, index), **fields)
-            if not reply.get("ok"):
-                raise StartupError(reply.get("error", f"the front refused {op!r}"))
-            replies.append(reply)
-        return replies
+        return [self.call_one(index, op, timeout_s, **fields) for index in range(len(self._controls))]
 
     def call_one(self, index: int, op: str, timeout_s: float, **fields: Any) -> dict[str, Any]:
-        reply = self._controls[index].call(op, timeout_s, alive=partial_alive(self, index), **fields)
+        """Ask front ``index``; its reply. `StartupError` if it refuses or is gone."""
+        reply = self._controls[index].call(op, timeout_s, alive=partial(self.alive, index), **fields)
         if not reply.get("ok"):
             raise StartupError(reply.get("error", f"the front refused {op!r}"))
         return reply
@@ -139,7 +135,7 @@ class Fronts:
         for index, control in enumerate(self._controls):
             if self.alive(index):
                 try:
-                    control.call(op, 5.0, alive=partial_alive(self, index), **fields)
+                    control.call(op, 5.0, alive=partial(self.alive, index), **fields)
                 except StartupError:
                     log.warning("front %d did not take %r", index, op)
 
@@ -209,10 +205,6 @@ class Fronts:
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self._processes if p is not None]
-
-
-def partial_alive(fronts: Fronts, index: int) -> Callable[[], bool]:
-    return lambda: fronts.alive(index)
 
 
 def _grpc_port(reply: dict[str, Any]) -> int | None:
