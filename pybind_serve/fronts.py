@@ -71,7 +71,7 @@ class Fronts:
         shared = self.count > 1
         for kind in ("http", "grpc") if shared else ():  # every front shares them: nothing else may have them
             if port := self.ports[kind]:
-                _check_free(self.host, port, kind)
+                _listen(self.host, port, kind, reuse_port=False).close()  # PortInUseError if taken
         for index in range(self.count):
             kinds = ("http", "metrics") if index == 0 else ("http",)
             wanted = {kind: self.ports[kind] for kind in kinds}
@@ -214,18 +214,6 @@ def _grpc_port(reply: dict[str, Any]) -> int | None:
         raise (PortInUseError if error["type"] == "PortInUseError" else StartupError)(error["message"])
     port = reply.get("grpc_port")
     return None if port is None else int(port)
-
-
-def _check_free(host: str, port: int, kind: str) -> None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise PortInUseError.of(kind, host, port) from None
-            raise StartupError(f"cannot listen on {host}:{port} for {kind}: {exc}") from exc
 
 
 def _listen_all(host: str, ports: dict[str, int | None], reuse_port: bool) -> dict[str, socket.socket]:

@@ -19,6 +19,7 @@ True
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
@@ -102,8 +103,6 @@ class Tls:
     client_ca: str | None = None
 
     def problems(self) -> list[str]:
-        import os
-
         files = {"tls_certfile": self.certfile, "tls_keyfile": self.keyfile, "tls_client_ca": self.client_ca}
         return [
             f"{name} must be a readable PEM file, got {path!r}"

@@ -124,7 +124,11 @@ async def start_server(
     forward = re.compile(options.forward, re.IGNORECASE) if options.forward else None
     servicer = InferenceServicer(models, metrics, readiness, options.server_version, regions, forward)
     _add_inference_servicer(servicer, server, guard)
-    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(readiness, guard), server)
+    health = HealthServicer(readiness)
+    # The "health" group covers grpc.health.v1 too: its methods are guarded as the inference service's are.
+    health.Check = _guarded(health.Check, grpc_group("Check"), guard, streaming=False)  # type: ignore[method-assign]
+    health.Watch = _guarded(health.Watch, grpc_group("Watch"), guard, streaming=True)  # type: ignore[method-assign]
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
     try:
         port = _bind(server, options.host, options.port, options.tls)
     except StartupError:

@@ -13,8 +13,6 @@ from typing import Any
 import grpc
 
 from ..protocol.proto import health_pb2, health_pb2_grpc
-from ..security import Guard
-from .access import grpc_refusal
 from .readiness import Readiness
 
 __all__ = ["HealthServicer"]
@@ -26,17 +24,8 @@ _Status = health_pb2.HealthCheckResponse.ServingStatus
 class HealthServicer(health_pb2_grpc.HealthServicer):
     """``Check`` and ``Watch`` of the two services this server has."""
 
-    def __init__(self, readiness: Readiness, guard: Guard | None = None) -> None:
+    def __init__(self, readiness: Readiness) -> None:
         self._readiness = readiness
-        self._guard = guard or Guard(())
-
-    async def _refuse_unless_allowed(self, context: Any) -> None:
-        """The "health" group may be restricted (`security`): UNAVAILABLE without its metadata, as Triton."""
-        if self._guard.restricts("health"):
-            metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
-            key = self._guard.refusal("health", metadata.get)
-            if key is not None:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, str(grpc_refusal(key)))
 
     def _status(self, service: str) -> Any:
         if service not in SERVICES:
@@ -44,13 +33,11 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         return _Status.SERVING if self._readiness() else _Status.NOT_SERVING
 
     async def Check(self, request: Any, context: Any) -> Any:
-        await self._refuse_unless_allowed(context)
         if request.service not in SERVICES:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}; known: {SERVICES}")
         return health_pb2.HealthCheckResponse(status=self._status(request.service))
 
     async def Watch(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        await self._refuse_unless_allowed(context)
         sent = None
         while True:
             change = self._readiness.next_change()

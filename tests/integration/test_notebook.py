@@ -139,8 +139,8 @@ def port_is_free(port: int) -> bool:
         return True
 
 
-def start_serving(manager: KernelManager) -> list[int]:
-    """Run a `Serve` in the kernel (as a notebook cell would); the ports it listens on."""
+def run_cell(manager: KernelManager, code: str) -> str:
+    """Run ``code`` in the kernel as a notebook cell; what it printed to stdout (fails with its traceback)."""
     client = manager.client()
     client.start_channels()
     try:
@@ -148,16 +148,21 @@ def start_serving(manager: KernelManager) -> list[int]:
         printed: list[str] = []
 
         def collect(message: dict[str, Any]) -> None:
-            if message["msg_type"] == "stream":
+            if message["msg_type"] == "stream" and message["content"]["name"] == "stdout":
                 printed.append(message["content"]["text"])
             elif message["msg_type"] == "error":
                 printed.append("\n".join(message["content"]["traceback"]))
 
-        reply = client.execute_interactive(SERVE_IN_KERNEL, timeout=CELL_TIMEOUT_S, output_hook=collect)
+        reply = client.execute_interactive(code, timeout=CELL_TIMEOUT_S, output_hook=collect)
         assert reply["content"]["status"] == "ok", "".join(printed)
     finally:
         client.stop_channels()
-    return list(json.loads("".join(printed)))
+    return "".join(printed)
+
+
+def start_serving(manager: KernelManager) -> list[int]:
+    """Run a `Serve` in the kernel (as a notebook cell would); the ports it listens on."""
+    return list(json.loads(run_cell(manager, SERVE_IN_KERNEL)))
 
 
 @pytest.mark.parametrize("how", ["sigkill", "restart"])
@@ -202,20 +207,5 @@ serve.stop()
 
 
 def test_a_class_defined_in_a_notebook_is_built_in_a_worker_on_its_gpu(kernel: KernelManager) -> None:
-    client = kernel.client()
-    client.start_channels()
-    try:
-        client.wait_for_ready(timeout=STARTUP_S)
-        printed: list[str] = []
-
-        def collect(message: dict[str, Any]) -> None:
-            if message["msg_type"] == "stream" and message["content"]["name"] == "stdout":
-                printed.append(message["content"]["text"])
-            elif message["msg_type"] == "error":
-                printed.append("\n".join(message["content"]["traceback"]))
-
-        reply = client.execute_interactive(SPAWN_FROM_KERNEL, timeout=CELL_TIMEOUT_S, output_hook=collect)
-        assert reply["content"]["status"] == "ok", "".join(printed)
-    finally:
-        client.stop_channels()
-    assert json.loads("".join(printed)) == [[104.0]]  # its GPU ("4") seen as cuda:0, in the spawned worker
+    # Its GPU ("4") is seen as cuda:0, in the spawned worker.
+    assert json.loads(run_cell(kernel, SPAWN_FROM_KERNEL)) == [[104.0]]
