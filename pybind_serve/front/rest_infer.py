@@ -168,8 +168,9 @@ class InferRoute:
         self._guard, self._forward = guard or Guard(()), forward
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self._guard:  # restricted groups: every path is checked here, once
-            key = self._guard.refusal(http_group(scope["path"]) or "", header_reader(scope))
+        # Restricted groups: every path is checked here, once; headers are read only for a restricted group.
+        if scope["type"] == "http" and self._guard and self._guard.restricts(group := http_group(scope["path"])):
+            key = self._guard.refusal(group or "", header_reader(scope))
             if key is not None:
                 await answer_error(send, http_refusal(key))
                 return
