@@ -26,11 +26,14 @@ from .errors import (
     ServeError,
     StartupError,
 )
+from .remote import RemoteServe
 from .request import STREAM_END, Request
 from .security import Restriction
 from .serve import Serve
 from .tensor import Tensor
 from .version import __version__
+from .vertex_ai import VertexAI
+from .warmup import Warmup, WarmupInput
 
 __all__ = [
     "STREAM_END",
@@ -43,6 +46,7 @@ __all__ = [
     "ModelExecutionError",
     "PortInUseError",
     "QueuePolicy",
+    "RemoteServe",
     "Request",
     "Restriction",
     "Serve",
@@ -50,6 +54,9 @@ __all__ = [
     "StartupError",
     "Tensor",
     "TimeoutAction",
+    "VertexAI",
+    "Warmup",
+    "WarmupInput",
     "WorkerContext",
     "__version__",
     "batch",

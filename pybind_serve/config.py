@@ -11,6 +11,7 @@ from typing import Any
 
 from .errors import ConfigurationError
 from .placement import normalize_devices
+from .warmup import Warmup
 
 __all__ = ["DynamicBatcher", "ModelConfig", "QueuePolicy", "TimeoutAction"]
 
@@ -184,6 +185,12 @@ class ModelConfig:
       DEADLINE_EXCEEDED); ``None`` (default) waits as long as it takes. A worker process that timed out is
       killed and replaced; a function running in the binding process (``instances=None``) cannot be stopped, so
       the model is reported not ready until it returns (see docs/limits.md).
+    - ``response_cache``: answer a request identical to an earlier one (same model version, inputs' names,
+      datatypes, shapes and bytes, and custom parameters) from the front's cache without running the function
+      (Triton's ``response_cache``); the cache's size is ``Serve(response_cache_bytes=...)``. Not for a
+      decoupled model. See docs/response_cache_and_warmup.md.
+    - ``warmup``: `Warmup` samples that each instance runs before it reports ready (Triton's ``model_warmup``);
+      ``bind`` / ``run`` return after them, and fail with `StartupError` if one raises.
 
     >>> ModelConfig(max_batch_size=64, batcher=DynamicBatcher(max_queue_delay_us=500)).max_batch_size
     64
@@ -197,10 +204,12 @@ class ModelConfig:
     concurrency: int = 1
     execution_timeout_s: float | None = None
     devices: str | int | Sequence[str] | None = None
+    response_cache: bool = False
+    warmup: Sequence[Warmup] = ()
 
     def __post_init__(self) -> None:
         problems: list[str] = []
-        for name in ("batching", "decoupled"):
+        for name in ("batching", "decoupled", "response_cache"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be a bool, got {getattr(self, name)!r}")
         size = self.max_batch_size
@@ -224,8 +233,27 @@ class ModelConfig:
         timeout = self.execution_timeout_s
         if timeout is not None and not (_is_number(timeout) and 0 < timeout < math.inf):
             problems.append(f"execution_timeout_s must be None (no limit) or a number of seconds > 0, got {timeout!r}")
+        if self.response_cache is True and self.decoupled is True:
+            problems.append("response_cache is not supported for a decoupled (streaming) model")
+        problems.extend(self._check_warmup())
         if problems:
             raise ConfigurationError.collect("ModelConfig", problems)
+
+    def _check_warmup(self) -> list[str]:
+        warmup = self.warmup
+        if isinstance(warmup, Warmup) or not isinstance(warmup, Iterable) or isinstance(warmup, (str, bytes)):
+            return [f"warmup must be a sequence of Warmup, got {warmup!r}"]
+        warmup = tuple(warmup)
+        if not all(isinstance(w, Warmup) for w in warmup):
+            return [f"warmup must be a sequence of Warmup, got {list(warmup)!r}"]
+        object.__setattr__(self, "warmup", warmup)
+        names = [w.name for w in warmup]
+        problems = [f"warmup names must be unique, got {names}"] if len(set(names)) != len(names) else []
+        size = self.max_batch_size
+        if isinstance(self.batching, bool) and isinstance(size, int):
+            for w in warmup:
+                problems.extend(w.batch_problems(self.batching, size))
+        return problems
 
     @property
     def effective_max_batch_size(self) -> int:

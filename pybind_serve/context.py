@@ -25,6 +25,7 @@ class WorkerContext:
     - ``instance``: the worker's index among the model's instances (0, 1, ...).
     - ``device``: ``"cuda:0"`` for a worker placed on a GPU (the only GPU it sees), else ``"cpu"``.
     - ``host_device``: that device as the binding process names it (``"cuda:3"``).
+    - ``outputs``: the names of the model's outputs, in the order they were declared.
     """
 
     model: str
@@ -32,6 +33,7 @@ class WorkerContext:
     instance: int
     device: str = "cpu"
     host_device: str = "cpu"
+    outputs: tuple[str, ...] = ()
 
 
 _local = threading.local()

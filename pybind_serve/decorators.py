@@ -38,6 +38,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 import numpy as np
 import wrapt
 
+from .context import worker_context
 from .errors import ConfigurationError, DecoratorUsageError
 from .request import STREAM_END, Request
 from .torch_outputs import is_torch_tensor
@@ -215,12 +216,25 @@ def _batch_size(name: str, inputs: Mapping[str, Any], default: int) -> int:
 
 
 def _as_outputs(name: str, result: Any) -> dict[str, np.ndarray]:
+    if isinstance(result, (list, tuple)):  # PyTriton's convention: the outputs in the order they were declared
+        result = _named_outputs(name, result)
     if not isinstance(result, Mapping):
         raise DecoratorUsageError(
             f"{name}: the function must return a dict of output name to array, got {type(result).__name__}"
         )
     # torch tensors stay as they are (on their device) until the worker writes them out: see torch_outputs.
     return {key: value if is_torch_tensor(value) else np.asarray(value) for key, value in result.items()}
+
+
+def _named_outputs(name: str, result: list[Any] | tuple[Any, ...]) -> dict[str, Any]:
+    context = worker_context()
+    names = context.outputs if context is not None else ()
+    if len(names) != len(result):
+        raise DecoratorUsageError(
+            f"{name}: the function returned a {type(result).__name__} of {len(result)} outputs; a list or tuple must "
+            f"hold one array per declared output ({len(names)}: {list(names)}), else return a dict"
+        )
+    return dict(zip(names, result, strict=True))
 
 
 def _check_rows(name: str, outputs: Mapping[str, np.ndarray], rows: int, what: str) -> None:

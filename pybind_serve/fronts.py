@@ -73,8 +73,8 @@ class Fronts:
             if port := self.ports[kind]:
                 _listen(self.host, port, kind, reuse_port=False).close()  # PortInUseError if taken
         for index in range(self.count):
-            kinds = ("http", "metrics") if index == 0 else ("http",)
-            wanted = {kind: self.ports[kind] for kind in kinds}
+            kinds = ("http", "metrics", "vertex") if index == 0 else ("http",)
+            wanted = {kind: self.ports.get(kind) for kind in kinds}
             sockets = _listen_all(self.host, wanted, reuse_port=shared)
             self._sockets.append(sockets)
             self.ports.update({kind: sock.getsockname()[1] for kind, sock in sockets.items()})
@@ -93,6 +93,7 @@ class Fronts:
             "host": self.host,
             "http_fd": sockets["http"].fileno(),
             "metrics_fd": sockets["metrics"].fileno() if "metrics" in sockets else None,
+            "vertex_fd": sockets["vertex"].fileno() if "vertex" in sockets else None,
             "grpc_port": self.ports["grpc"],
             "grpc_reuse_port": self.count > 1,
             "lifeline_fd": self._lifeline_fd,

@@ -1,6 +1,7 @@
-"""The two Linux facilities the standard library lacks, called through libc with ctypes: dying with one's
-parent (``prctl(PR_SET_PDEATHSIG)``) and giving free heap pages back to the system (glibc's ``malloc_trim``).
-Elsewhere they do nothing: pybind_serve serves on Linux only (its shared memory is POSIX ``/dev/shm``)."""
+"""The Linux facilities the standard library lacks: two libc calls through ctypes, dying with one's parent
+(``prctl(PR_SET_PDEATHSIG)``) and giving free heap pages back to the system (glibc's ``malloc_trim``), and when a
+process started (``/proc``), which tells a process from a later one given the same pid. Elsewhere the calls do
+nothing: pybind_serve serves on Linux only (its shared memory is POSIX ``/dev/shm``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import ctypes.util
 import os
 import signal
 
-__all__ = ["die_with_parent", "trim_heap"]
+__all__ = ["die_with_parent", "process_start_time", "trim_heap"]
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _PR_SET_PDEATHSIG = 1
@@ -32,3 +33,18 @@ def trim_heap() -> None:
     malloc_trim = getattr(_libc, "malloc_trim", None)  # glibc only
     if malloc_trim is not None:
         malloc_trim(0)
+
+
+def process_start_time(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat``, field 22); None if there is
+    no such process. A pid and its start time name one process: a pid reused later has another start time.
+
+    >>> process_start_time(os.getpid()) == process_start_time(os.getpid()) is not None
+    True
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()  # after the command name, which may hold anything
+    except OSError:
+        return None
+    return int(fields[19])

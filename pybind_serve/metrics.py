@@ -41,6 +41,16 @@ _COUNTERS = {
         "Cumulative inference compute output duration in microseconds",
     ),
 }
+# Triton's response cache figures: rendered for the models whose requests looked in the cache.
+_CACHE_COUNTERS = {
+    "cache_hits": ("nv_cache_num_hits_per_model", "Number of cache hits per model"),
+    "cache_misses": ("nv_cache_num_misses_per_model", "Number of cache misses per model"),
+    "cache_hit_us": ("nv_cache_hit_duration_per_model", "Total cache hit duration per model, in microseconds"),
+    "cache_miss_us": (
+        "nv_cache_miss_duration_per_model",
+        "Total cache miss (lookup and insert) duration per model, in microseconds",
+    ),
+}
 
 
 @dataclass
@@ -55,13 +65,17 @@ class ModelStats:
     input_us: int = 0
     infer_us: int = 0
     output_us: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    cache_hit_us: int = 0  # looking up and encoding the hits
+    cache_miss_us: int = 0  # looking up the misses, and inserting their responses
     failures: dict[str, int] = field(default_factory=dict)
     batch_sizes: list[int] = field(default_factory=lambda: [0] * (len(BATCH_BUCKETS) + 1))
     batch_rows: int = 0
 
     def add(self, other: ModelStats) -> None:
         """Count ``other``'s figures in too (another front's, for totals)."""
-        for name in _COUNTERS:
+        for name in (*_COUNTERS, *_CACHE_COUNTERS):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for reason, count in other.failures.items():
             self.failures[reason] = self.failures.get(reason, 0) + count
@@ -74,18 +88,21 @@ class ModelStats:
     def durations(self) -> dict[str, tuple[int, int]]:
         """The (count, cumulative ns) figures of Triton's statistics answer that these counters hold honestly.
 
-        Durations are counted for successful requests, so their count is the success count; a failure's
-        duration is not tracked (0 ns), and queue and compute-input time also include requests whose
-        execution then failed.
+        Durations are counted for successful requests, so their count is the success count (less the cache
+        hits, which are neither queued nor computed, as Triton counts them); a failure's duration is not tracked
+        (0 ns), and queue and compute-input time also include requests whose execution then failed.
         """
         ok = self.success
+        ran = max(ok - self.cache_hits, 0)
         return {
             "success": (ok, self.request_us * 1000),
             "fail": (sum(self.failures.values()), 0),
-            "queue": (ok, self.queue_us * 1000),
-            "compute_input": (ok, self.input_us * 1000),
-            "compute_infer": (ok, self.infer_us * 1000),
-            "compute_output": (ok, self.output_us * 1000),
+            "queue": (ran, self.queue_us * 1000),
+            "compute_input": (ran, self.input_us * 1000),
+            "compute_infer": (ran, self.infer_us * 1000),
+            "compute_output": (ran, self.output_us * 1000),
+            "cache_hit": (self.cache_hits, self.cache_hit_us * 1000),
+            "cache_miss": (self.cache_misses, self.cache_miss_us * 1000),
         }
 
     def batch(self, rows: int) -> None:
@@ -189,6 +206,10 @@ def _render_counters(items: list[tuple[tuple[str, int], ModelStats]]) -> bytes:
     for (name, version), stats in items:
         for reason, count in sorted(stats.failures.items()):
             lines.append(f'{metric}{{model="{_escape(name)}",reason="{_escape(reason)}",version="{version}"}} {count}')
+    cached = [(key, stats) for key, stats in items if stats.cache_hits or stats.cache_misses]
+    for attr, (metric, doc) in _CACHE_COUNTERS.items() if cached else ():
+        lines += [f"# HELP {metric} {doc}", f"# TYPE {metric} counter"]
+        lines += [f'{metric}{{model="{_escape(n)}",version="{v}"}} {getattr(s, attr)}' for (n, v), s in cached]
     return ("\n".join(lines) + "\n").encode()
 
 

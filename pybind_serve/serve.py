@@ -19,8 +19,10 @@ from typing import Any
 import zmq
 
 from .config import ModelConfig
+from .discovery import ServerRecord, publish, record_path, withdraw
 from .errors import ConfigurationError, StartupError
 from .fronts import Fronts
+from .linux import process_start_time
 from .placement import resolve_devices, visible_gpus
 from .request import Request
 from .security import TOKEN_GROUPS, TOKEN_HEADER, Restriction, Tls, new_token, restriction_problems
@@ -29,6 +31,8 @@ from .supervisor import Supervisor
 from .tensor import Tensor
 from .transport.channel import remove_stale_endpoints
 from .transport.shm import new_owner, remove_segments_of, remove_stale_segments
+from .vertex_ai import VertexAI
+from .warmup import warmup_problems
 
 __all__ = ["Serve"]
 
@@ -57,7 +61,9 @@ class Serve:
 
     Lifecycle words follow PyTriton: `run` starts the server and returns at once (notebooks, tests),
     `serve` blocks until SIGINT/SIGTERM and then drains and stops, `stop` is idempotent. (uvicorn's ``run``
-    blocks: ours does not.) Binding after `run` loads the model live; `unbind` unloads it.
+    blocks: ours does not.) Binding after `run` loads the model live; `unbind` unloads it. Other processes of the
+    same user on this host may bind models into the running server too, with `RemoteServe` (docs/remote.md), unless
+    ``allow_remote=False``.
 
     ``http_port`` / ``grpc_port`` / ``metrics_port`` default to Triton's 8000 / 8001 / 8002; 0 picks a free
     port (see `http_url`, `grpc_url`), None turns gRPC or metrics off. ``host`` is 127.0.0.1: pass
@@ -70,11 +76,15 @@ class Serve:
     (HTTP 408). ``drain_timeout_s``: on `stop` (or SIGTERM), how long requests in flight may take; those still open
     then are answered 503 (gRPC UNAVAILABLE). Stopping takes at most that plus a few seconds, whatever the bound
     functions do. ``idle_release_s``: shared memory that a burst of requests took, unused this long, is given
-    back (and the processes' free heap pages with it). ``system_shared_memory=True`` turns on
+    back (and the processes' free heap pages with it). ``response_cache_bytes``: the memory of the response cache
+    of the models bound with ``ModelConfig(response_cache=True)`` (least recently used responses evicted first; 0:
+    no cache), each front process's own. ``system_shared_memory=True`` turns on
     the KServe system shared-memory extension: clients on this host register /dev/shm regions and pass
     tensors through them instead of the request (``tritonclient.utils.shared_memory``, ``perf_analyzer
     --shared-memory=system``, ``ModelClient(..., shared_memory=True)``). It is off by default, as any local
     process allowed to reach the port could then have the server map its /dev/shm files.
+    ``vertex_ai=VertexAI(...)`` also serves Google Vertex AI's predict and health routes on a port of their own
+    (`VertexAI`).
 
     >>> import numpy as np
     >>> from pybind_serve import Serve, Tensor, batch
@@ -108,6 +118,7 @@ class Serve:
         log_level: str = "warning",
         system_shared_memory: bool = False,
         fronts: int = 1,
+        allow_remote: bool = True,
         restricted: Sequence[Restriction] = (),
         access_token: str | bool | None = None,
         http_header_forward_pattern: str | None = None,
@@ -115,6 +126,8 @@ class Serve:
         tls_certfile: str | None = None,
         tls_keyfile: str | None = None,
         tls_client_ca: str | None = None,
+        response_cache_bytes: int = 64 << 20,
+        vertex_ai: VertexAI | None = None,
     ) -> None:
         ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
         problems = _port_problems(ports) + _size_problems(max_body_bytes, grpc_max_message_bytes)
@@ -142,8 +155,14 @@ class Serve:
             else:
                 tls = Tls(tls_certfile, tls_keyfile, tls_client_ca)
                 problems += tls.problems()
+        if vertex_ai is not None and not isinstance(vertex_ai, VertexAI):
+            problems.append(f"vertex_ai must be a VertexAI, got {type(vertex_ai).__name__}")
+        if type(response_cache_bytes) is not int or response_cache_bytes < 0:
+            problems.append(f"response_cache_bytes must be an int >= 0 (0: no cache), got {response_cache_bytes!r}")
         if problems:
             raise ConfigurationError.collect("Serve", problems)
+        self.response_cache_bytes = response_cache_bytes
+        self.vertex_ai = vertex_ai
         self.tls = tls
         self.restricted, self._access_token = restrictions, token
         self.http_header_forward_pattern = http_header_forward_pattern
@@ -156,6 +175,7 @@ class Serve:
         self.log_level = log_level
         self.system_shared_memory = bool(system_shared_memory)
         self.fronts = fronts
+        self.allow_remote = bool(allow_remote)
         self._state = State.NEW
         self._bindings: dict[tuple[str, int], _Binding] = {}
         self._lock = threading.RLock()
@@ -165,6 +185,7 @@ class Serve:
         self._lifeline: tuple[int, int] | None = None
         self._owner = new_owner()
         self._stop_event = threading.Event()
+        self._record: str | None = None  # the path of its record for `RemoteServe` (`discovery`) while it runs
 
     # -- binding -------------------------------------------------------------------------------------------
 
@@ -189,6 +210,11 @@ class Serve:
         `StartupError` saying why, and the model is not bound).
         """
         spec = _spec(name, fn, inputs, outputs, config or ModelConfig(), version, strict)
+        if spec.config.response_cache and not self.response_cache_bytes:
+            raise ConfigurationError.collect(
+                f"bind({name!r})",
+                ["ModelConfig(response_cache=True) needs a cache: this Serve has response_cache_bytes=0"],
+            )
         with self._lock:
             if self._state is State.STOPPED:
                 raise StartupError("this Serve was stopped; create a new one")
@@ -295,6 +321,11 @@ class Serve:
         port = self.metrics_port
         return None if port is None else f"http://{_url_host(self.host)}:{port}/metrics"
 
+    @property
+    def vertex_ai_port(self) -> int | None:
+        """The port of the Vertex AI routes (`VertexAI`), or None when they are off."""
+        return None if self.vertex_ai is None else self._ports.get("vertex")
+
     def __enter__(self) -> Serve:
         return self
 
@@ -318,6 +349,10 @@ class Serve:
             log.info("removed shared memory %s of a server that died", name)
         for name in remove_stale_endpoints():
             log.info("removed socket file %s of a server that died", name)
+        if self.vertex_ai is not None:  # its routes may come from the environment: read them now
+            self.vertex_ai = self.vertex_ai.resolved()
+            self._ports["vertex"] = self.vertex_ai.port
+        self._record = record_path()  # the fronts remove it if this process dies
         self._lifeline = os.pipe()
         self._context = zmq.Context()
         self._fronts = Fronts(
@@ -339,10 +374,12 @@ class Serve:
             self._load(binding)
         self._fronts.call("open", self.startup_timeout_s)  # from now on /v2/health/ready may say 200
         self._fronts.watch(self._front_restarted)
+        publish(self._server_record(), self._record)
 
     def _front_options(self) -> dict[str, Any]:
         return {
             "owner": self._owner,
+            "record": self._record,
             "max_body_bytes": self.max_body_bytes,
             "grpc_max_message_bytes": self.grpc_max_message_bytes,
             "drain_timeout_s": self.drain_timeout_s,
@@ -356,6 +393,8 @@ class Serve:
             "http_header_forward_pattern": self.http_header_forward_pattern,
             "grpc_header_forward_pattern": self.grpc_header_forward_pattern,
             "tls": self.tls.to_wire() if self.tls is not None else None,
+            "response_cache_bytes": self.response_cache_bytes,
+            "vertex_ai": self.vertex_ai.to_wire() if self.vertex_ai is not None else None,
         }
 
     def _front_restarted(self, index: int) -> None:
@@ -411,7 +450,27 @@ class Serve:
         if self._fronts is not None:
             self._fronts.tell("worker_gone", identity=identity, why=why)
 
+    def _server_record(self) -> ServerRecord:
+        """What a `RemoteServe` of this host needs to bind models into this server (nothing but a refusal without
+        ``allow_remote``)."""
+        assert self._fronts is not None
+        return ServerRecord(
+            pid=os.getpid(),
+            started=process_start_time(os.getpid()) or 0,
+            owner=self._owner,
+            host=self.host,
+            http_port=self.http_port,
+            grpc_port=self.grpc_port,
+            allow_remote=self.allow_remote,
+            fronts=tuple(self._fronts.endpoints) if self.allow_remote else (),
+            drain_timeout_s=self.drain_timeout_s,
+            idle_release_s=self.idle_release_s,
+        )
+
     def _teardown(self) -> None:
+        if self._record is not None:  # first: RemoteServe processes learn that the server stops
+            withdraw(self._record)
+            self._record = None
         if self._fronts is not None:
             self._fronts.close()
         if self._supervisor is not None:
@@ -454,9 +513,9 @@ def _spec(
     if not functions or not all(callable(f) for f in functions):
         got = type(fn).__name__ if not isinstance(fn, (list, tuple)) else f"a list of {len(functions)}"
         problems.append(f"fn must be callable, a class, or a non-empty list of them, got {got}")
-    for kind, tensors in (("inputs", inputs), ("outputs", outputs)):
-        if not tensors or not all(isinstance(t, Tensor) for t in tensors):
-            problems.append(f"{kind} must be a non-empty list of Tensor")
+    for kind, tensors in (("inputs", inputs), ("outputs", outputs)):  # none at all is allowed (Triton's too)
+        if isinstance(tensors, (str, Tensor)) or not all(isinstance(t, Tensor) for t in tensors):
+            problems.append(f"{kind} must be a list of Tensor")
         elif len({t.name for t in tensors}) != len(tensors):
             problems.append(f"{kind} have duplicate names: {[t.name for t in tensors]}")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
@@ -468,6 +527,8 @@ def _spec(
             config = dataclasses.replace(config, devices=resolve_devices(config.devices, visible_gpus()))
         except ConfigurationError as exc:
             problems.append(str(exc))
+    if isinstance(config, ModelConfig) and not problems:  # the warmups against the inputs, and their data files
+        problems += warmup_problems(config.warmup, inputs, config.batching)
     if problems:
         raise ConfigurationError.collect(f"bind({name!r})", problems)
     placed = config.instances is not None or config.devices is not None  # else: one thread per function

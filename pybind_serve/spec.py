@@ -8,6 +8,7 @@ from typing import Any
 from .config import DynamicBatcher, ModelConfig, QueuePolicy
 from .dtypes import from_datatype
 from .tensor import Tensor
+from .warmup import Warmup
 
 __all__ = ["ModelSpec"]
 
@@ -87,6 +88,8 @@ def _config_to_wire(config: ModelConfig) -> dict[str, Any]:
         "execution_timeout_s": config.execution_timeout_s,
         "concurrency": config.concurrency,
         "devices": list(config.devices) if isinstance(config.devices, tuple) else config.devices,
+        "response_cache": config.response_cache,
+        "warmup": [warmup.to_wire() for warmup in config.warmup],
         "batcher": {
             "max_queue_delay_us": batcher.max_queue_delay_us,
             "preferred_batch_sizes": list(batcher.preferred_batch_sizes),
@@ -115,4 +118,6 @@ def _config_from_wire(data: dict[str, Any]) -> ModelConfig:
         concurrency=data["concurrency"],
         devices=data["devices"],
         batcher=DynamicBatcher(**batcher),
+        response_cache=data["response_cache"],
+        warmup=tuple(Warmup.from_wire(warmup) for warmup in data["warmup"]),
     )

@@ -161,8 +161,9 @@ class WorkerGroup:
 class Supervisor:
     """Every worker of one `Serve`; its thread forks every worker process and restarts those that die."""
 
-    def __init__(self, site: Site, context: zmq.Context[Any], notify: Notify) -> None:
+    def __init__(self, site: Site, context: zmq.Context[Any], notify: Notify, prefix: str = "worker") -> None:
         self._site, self._context, self._notify = site, context, notify
+        self._prefix = prefix  # of its workers' identities: unique among the workers of every front it serves
         self._groups: dict[tuple[str, int], WorkerGroup] = {}
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
@@ -181,8 +182,10 @@ class Supervisor:
         context: zmq.Context[Any],
         notify: Notify,
         idle_release_s: float = 10.0,
+        prefix: str = "worker",
     ) -> Supervisor:
-        return cls(Site(tuple(endpoints), owner, lifeline[0], lifeline[1], idle_release_s), context, notify)
+        site = Site(tuple(endpoints), owner, lifeline[0], lifeline[1], idle_release_s)
+        return cls(site, context, notify, prefix)
 
     def start(self, spec: ModelSpec, fn: ModelFunction | Sequence[ModelFunction]) -> WorkerGroup:
         """Start the workers of a model version. Raises `TypeError` for a function that cannot be sent to a
@@ -209,12 +212,19 @@ class Supervisor:
 
     def _identity(self, spec: ModelSpec) -> tuple[str, str]:
         n = next(self._ids)
-        return f"worker-{n}:{spec.name}:{spec.version}", f"w{n}"
+        return f"{self._prefix}-{n}:{spec.name}:{spec.version}", f"w{n}"
 
     def _job(self, spec: ModelSpec, plan: _Plan, index: int) -> Job:
         identity, tag = self._identity(spec)
         placement = plan.placement or Placement(index, "cpu", "cpu", "")
-        context = WorkerContext(spec.name, spec.version, placement.instance, placement.device, placement.host_device)
+        context = WorkerContext(
+            spec.name,
+            spec.version,
+            placement.instance,
+            placement.device,
+            placement.host_device,
+            tuple(t.name for t in spec.outputs),
+        )
         visible = placement.visible_devices if plan.spawn and placement.gpu else None  # CPU: the environment as is
         return Job(self._site, spec, plan.fn, context, identity, tag, visible)
 

@@ -32,7 +32,14 @@ from typing import Any
 import numpy as np
 import zmq.asyncio
 
-from .errors import MAX_MESSAGE_CHARS, InferenceError, ModelExecutionError, OutputValidationError, client_message
+from .errors import (
+    MAX_MESSAGE_CHARS,
+    InferenceError,
+    ModelExecutionError,
+    OutputValidationError,
+    StartupError,
+    client_message,
+)
 from .linux import trim_heap
 from .request import STREAM_END, Request
 from .spec import ModelSpec
@@ -87,6 +94,31 @@ class Worker:
         else one."""
         concurrent = self.spec.config.concurrency > 1 and not self.spec.config.decoupled
         return self.spec.config.concurrency if concurrent and _is_async(self.fn) else 1
+
+    def warm_up(self) -> None:
+        """Run the model's warmups (`ModelConfig.warmup`) before the worker says hello: each ``count`` times, as a
+        batch of one request of ``batch_size`` rows, through the function as a batch would be (a decoupled one's
+        generator run to its end). What it returns is discarded unchecked: a warmup may give only some inputs, and
+        the function answer only for those. Raises `StartupError` naming the warmup and what the function
+        raised."""
+        config = self.spec.config
+        rng = np.random.default_rng()
+        for warmup in config.warmup:
+            for _ in range(warmup.count):
+                try:
+                    requests = [Request(warmup.arrays(config.batching, rng), {})]
+                    if config.decoupled:
+                        for _ in self._steps(self.fn(requests)):
+                            pass
+                    else:
+                        self._call(requests)
+                except Terminated:
+                    raise
+                except BaseException as exc:  # SystemExit too: the worker could not start, whatever it was
+                    text = client_message(exc)
+                    raise StartupError(
+                        f"warmup {warmup.name!r} failed: {type(exc).__name__}{': ' if text else ''}{text}"
+                    ) from exc
 
     def serve(self, segment_prefix: str) -> None:
         """Announce the worker to the front, then answer frames until stopped. Closes everything it opened."""

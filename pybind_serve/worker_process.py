@@ -36,7 +36,7 @@ import wrapt
 import zmq
 
 from .context import WorkerContext, build, enter
-from .errors import client_message
+from .errors import StartupError, client_message
 from .linux import die_with_parent
 from .spec import ModelSpec
 from .transport.channel import WorkerChannel
@@ -76,18 +76,23 @@ class Job:
 
 
 def _serve(job: Job, channel: WorkerChannel, pid: int | None) -> bool:
-    """Build the job's function and serve it until stopped; False if the build failed (the front was told)."""
+    """Build the job's function, run its warmups, and serve it until stopped; False if the build or a warmup
+    failed (the front was told)."""
     enter(job.context)
+    site = job.site
+    worker = None
     try:
         fn = build(job.fn, job.context)
+        worker = Worker(job.spec, fn, channel, Arena(site.owner, job.tag), pid, site.idle_release_s)
+        worker.warm_up()  # before its hello: an instance is ready once warm
     except Exception as exc:
         log.error("%s: worker %d could not start:\n%s", job.spec.label, job.context.instance, user_traceback(exc))
-        error = client_message(f"{type(exc).__name__}: {exc}")
+        error = client_message(str(exc) if isinstance(exc, StartupError) else f"{type(exc).__name__}: {exc}")
         channel.broadcast({"op": "failed", "model": job.spec.name, "version": job.spec.version, "error": error})
         channel.close(linger_ms=1000)  # the frame must leave before the socket goes
+        if worker is not None:
+            worker.close()
         return False
-    site = job.site
-    worker = Worker(job.spec, fn, channel, Arena(site.owner, job.tag), pid, site.idle_release_s)
     worker.serve(segment_prefix(site.owner, job.tag))
     return True
 

@@ -6,7 +6,8 @@ dispatcher while the outputs are still views into shared memory), and how it not
 
 `infer` gives one response; `stream` gives each response as it comes: the one of an ordinary model, or the
 zero, one or many of a decoupled (streaming) model. Closing the stream early (the client went away) cancels
-the request, in the queue or in the worker.
+the request, in the queue or in the worker. A model with a response cache has each parsed request looked up
+first (`response_cache`): a hit is answered at once, a miss queued with a ``respond`` that stores its outputs.
 """
 
 from __future__ import annotations
@@ -79,7 +80,15 @@ async def _infer(
     stats = metrics.model(entry.spec.name, entry.spec.version)
     try:
         request = await parse(entry.spec)
-        job = Job(request, partial(encode, entry.spec, request), arrived)
+        respond: Callable[[dict[str, np.ndarray]], T] = partial(encode, entry.spec, request)
+        if entry.cache is not None:
+            cached, respond = entry.cache.lookup(request, respond, stats)
+            if cached is not None:  # a hit: answered without running the function
+                hit = respond(cached)
+                stats.success += 1
+                stats.request_us += int((time.monotonic() - arrived) * 1e6)
+                return hit
+        job = Job(request, respond, arrived)
         pending = entry.scheduler.submit(job, request.rows, request.shape_key(), request.priority, request.timeout_us)
         result: T = await wait(pending)
     except InferenceError as exc:

@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..errors import ModelNotFoundError, ModelNotReadyError, UnavailableError
+from ..errors import ConfigurationError, ModelNotFoundError, ModelNotReadyError, UnavailableError
 from ..scheduler import Scheduler
 from ..spec import ModelSpec
 from .job import Job
+from .response_cache import ResponseCache
 
 __all__ = ["NO_REPOSITORY", "ModelEntry", "Models"]
 
@@ -33,6 +34,7 @@ class ModelEntry:
     reason: str = "no worker has started yet"  # why it is not ready (kept while it is)
     start_failed: asyncio.Event = field(default_factory=asyncio.Event)  # a worker could not build its function
     workers_changed: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) on each change
+    cache: ResponseCache | None = None  # the front's response cache, when the model's responses are cached
 
     @property
     def is_ready(self) -> bool:
@@ -77,18 +79,30 @@ class Models:
     """Model versions by name; resolves the version a request asks for (none = the latest).
 
     ``on_change`` is called whenever a model or a worker comes or goes (whether all are ready may flip).
+    ``cache``: the front's response cache (None: off), used by the versions bound with ``response_cache``.
     """
 
-    def __init__(self, on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, on_change: Callable[[], None] = lambda: None, cache: ResponseCache | None = None) -> None:
         self._by_name: dict[str, dict[int, ModelEntry]] = {}
         self._on_change = on_change
+        self.cache = cache
 
     def load(self, spec: ModelSpec) -> ModelEntry:
-        """Register a model version, replacing (and closing the queue of) one of the same name and version."""
+        """Register a model version, replacing (and closing the queue of) one of the same name and version.
+
+        `ConfigurationError` for a model with ``response_cache`` when this front has no cache (``Serve.bind``
+        refuses that first; this also covers models bound from another process)."""
+        if spec.config.response_cache and self.cache is None:
+            raise ConfigurationError(
+                f"{spec.label} has response_cache=True, but this server has no response cache (response_cache_bytes=0)"
+            )
         old = self._by_name.get(spec.name, {}).get(spec.version)
         if old is not None:
             old.scheduler.close(UnavailableError(f"{spec.label} was re-bound while the request waited; retry it"))
-        entry = ModelEntry(spec, Scheduler[Job](spec.label, spec.config), on_change=self._on_change)
+        cache = self.cache if spec.config.response_cache else None
+        if self.cache is not None:
+            self.cache.drop_model((spec.name, spec.version))  # the responses of the function it replaces
+        entry = ModelEntry(spec, Scheduler[Job](spec.label, spec.config), on_change=self._on_change, cache=cache)
         self._by_name.setdefault(spec.name, {})[spec.version] = entry
         self._on_change()
         return entry
@@ -98,6 +112,8 @@ class Models:
         entry = versions.pop(version, None)
         if not versions:
             self._by_name.pop(name, None)
+        if self.cache is not None:
+            self.cache.drop_model((name, version))
         if entry is not None:
             entry.scheduler.close(UnavailableError(f"{entry.spec.label} was unloaded"))
             self._on_change()

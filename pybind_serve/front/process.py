@@ -55,7 +55,10 @@ from .health import Readiness
 from .models import Models
 from .peers import Peers
 from .regions import Regions, enabled
+from .remotes import Remote, Remotes
+from .response_cache import ResponseCache
 from .rest_app import HttpOptions, create_app
+from .vertex_route import VertexRoute
 
 log = logging.getLogger("pybind_serve.front")
 
@@ -83,6 +86,7 @@ class FrontOptions:
     max_header_count: int = 100
     read_timeout_s: float = 30.0
     idle_release_s: float = 10.0
+    response_cache_bytes: int = 0  # this front's response cache (0: none)
     index: int = 0  # which front this is, of `Serve(fronts=N)`
     peers: tuple[str, ...] = ()  # every front's endpoint, this one's at ``index`` (none: the only front)
     grpc_reuse_port: bool = False  # the other fronts listen on the same gRPC port
@@ -90,6 +94,9 @@ class FrontOptions:
     http_header_forward_pattern: str | None = None
     grpc_header_forward_pattern: str | None = None
     tls: dict[str, Any] | None = None  # `security.Tls.to_wire`: HTTPS and gRPC over TLS
+    record: str | None = None  # the server's record for RemoteServe (`discovery`): a dead owner leaves it
+    vertex_fd: int | None = None  # the Vertex AI port's socket (front 0 only)
+    vertex_ai: dict[str, Any] | None = None  # `vertex_ai.VertexAI.to_wire`: its routes
 
 
 class _Server(uvicorn.Server):
@@ -106,14 +113,17 @@ class Front:
     def __init__(self, options: FrontOptions) -> None:
         self.options = options
         self.readiness = Readiness()
-        self.models = self.readiness.models = Models(on_change=self.readiness.changed)
+        cache = ResponseCache(options.response_cache_bytes) if options.response_cache_bytes else None
+        self.models = self.readiness.models = Models(on_change=self.readiness.changed, cache=cache)
         self.metrics = Metrics(pending=self._pending_counts, system=SystemMetrics())
         self.arena = Arena(options.owner, front_tag(options.index, os.getpid()))
         self.context = zmq.asyncio.Context()
         self.router = self.context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.bind(options.endpoint)
+        os.chmod(endpoint_path(options.endpoint), 0o600)  # only this user's processes may connect (RemoteServe too)
         self.dispatcher = Dispatcher(self.arena, self.send, self.metrics)
+        self.remotes = Remotes(on_gone=self._remote_gone)
         self.regions = Regions() if options.system_shared_memory else None
         self.peers = Peers(self.context, options.index, list(options.peers)) if len(options.peers) > 1 else None
         if self.peers is not None:
@@ -133,6 +143,8 @@ class Front:
             "status": self._status,
             "open": self._open,
             "adopt": self._adopt,
+            "attach": self._attach,
+            "detach": self._detach,
             "counters": self._counters,
             "region": self._region,
             "regions": self._regions,
@@ -198,10 +210,13 @@ class Front:
         self.readiness.stop()
 
     def _remove_leftovers(self) -> None:
-        """What only a dead owner would have removed: every segment of the server, and the ROUTER's socket file."""
+        """What only a dead owner would have removed: every segment of the server, the ROUTER's socket file, and
+        the server's record for RemoteServe."""
         remove_segments_of(self.options.owner)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(endpoint_path(self.options.endpoint))
+        for path in (endpoint_path(self.options.endpoint), self.options.record):
+            with contextlib.suppress(FileNotFoundError):
+                if path is not None:
+                    os.unlink(path)
 
     async def _housekeeping(self) -> None:
         """Twice per ``idle_release_s``: give back shared memory no batch used for that long and, once traffic
@@ -232,6 +247,8 @@ class Front:
         pairs: list[tuple[Any, int]] = [(app, self.options.http_fd)]
         if self.options.metrics_fd is not None:
             pairs.append((self._metrics_app(), self.options.metrics_fd))
+        if self.options.vertex_fd is not None and self.options.vertex_ai is not None:
+            pairs.append((VertexRoute(app, self.models, self.options.vertex_ai), self.options.vertex_fd))
         limits = ConnectionLimits(
             self.options.max_header_bytes, self.options.max_header_count, self.options.read_timeout_s
         )
@@ -310,10 +327,18 @@ class Front:
         return {"pid": os.getpid(), **self._grpc_bound}
 
     async def _load(self, frame: dict[str, Any]) -> None:
-        self.models.load(ModelSpec.from_wire(frame["spec"]))
+        spec, remote = ModelSpec.from_wire(frame["spec"]), frame.get("remote")  # remote: a RemoteServe's id
+        if remote is not None:
+            self.remotes.check(remote)
+        self.models.load(spec)
+        self.remotes.loaded((spec.name, spec.version), remote)
 
     async def _unload(self, frame: dict[str, Any]) -> None:
-        entry = self.models.unload(frame["name"], frame["version"])
+        key = (frame["name"], frame["version"])
+        if self.remotes.owner_of(key) != frame.get("remote"):
+            return  # another binding (the owner's, or another RemoteServe's) took it over: it stays
+        self.remotes.unloaded(key)
+        entry = self.models.unload(*key)
         if entry is not None:
             await self.dispatcher.retire(entry, self.options.drain_timeout_s)
 
@@ -338,7 +363,7 @@ class Front:
     async def _adopt(self, frame: dict[str, Any]) -> None:
         """This front replaces one that died: take the shared-memory regions the other fronts hold, and ask the
         workers (``identities``, which reconnect to our endpoint by themselves) to say hello again."""
-        if self.peers is not None and self.regions is not None:
+        if frame.get("regions", True) and self.peers is not None and self.regions is not None:
             for reply in await self.peers.call("regions"):
                 for fields in reply["regions"]:
                     try:
@@ -379,6 +404,28 @@ class Front:
     async def _worker_gone(self, frame: dict[str, Any]) -> None:
         self.dispatcher.remove(frame["identity"].encode(), frame["why"])
 
+    async def _attach(self, frame: dict[str, Any]) -> dict[str, Any]:
+        """A `RemoteServe` attaches (again: ``known``; not known, this front was restarted since)."""
+        return {"known": self.remotes.attach(frame), "pid": os.getpid()}
+
+    async def _detach(self, frame: dict[str, Any]) -> None:
+        """A `RemoteServe` closes, having unloaded its models: any it could not are unloaded now."""
+        remote = self.remotes.detach(frame["id"])
+        for name, version in remote.models if remote is not None else ():
+            entry = self.models.unload(name, version)
+            if entry is not None:
+                await self.dispatcher.retire(entry, self.options.drain_timeout_s)
+
+    def _remote_gone(self, remote: Remote) -> None:
+        """A `RemoteServe` process ended: its workers ended with it; its models go, and its segments."""
+        why = f"ended with its RemoteServe process (pid {remote.pid})"
+        for identity in self.dispatcher.known():
+            if identity.startswith(remote.worker_prefix):
+                self.dispatcher.remove(identity, why)  # batches in flight fail; the last one fails the queue
+        for name, version in remote.models:
+            self.models.unload(name, version)
+        remove_segments_of(remote.owner)
+
     async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> None:
         """Drain: the HTTP and gRPC servers stop taking requests and finish those in flight; whatever is still
         open after ``drain_timeout_s`` (at once if the owner died) is answered `UnavailableError`."""
@@ -401,6 +448,7 @@ class Front:
             self.dispatcher.fail_all(error)
             await asyncio.wait(still_open)  # the handlers answer at once now
         self.models.close(UnavailableError("the server is stopping"))
+        self.remotes.close()
         self.dispatcher.close()
         receiving.cancel()
         await asyncio.gather(receiving, housekeeping, *servers, return_exceptions=True)

@@ -66,6 +66,8 @@ def model_config(spec: ModelSpec) -> dict[str, Any]:
         "output": [_output_config(tensor) for tensor in spec.outputs],
         "instance_group": instance_groups(spec.name, config.devices, config.instances or spec.threads),
         "model_transaction_policy": {"decoupled": config.decoupled},
+        "model_warmup": [warmup.document() for warmup in config.warmup],
+        "response_cache": {"enable": config.response_cache},
     }
     if config.batching:
         document["dynamic_batching"] = _dynamic_batching(config.batcher)

@@ -40,11 +40,13 @@ def endpoint_path(endpoint: str) -> str:
     return endpoint.removeprefix("ipc://")
 
 
-_SOCKET_FILE = re.compile(r"^pybind_serve_(\d+)_[0-9a-f]{12}\.sock$")
+# A server's socket files, and its record for `RemoteServe` (`discovery`): all named after the owner's pid.
+_SOCKET_FILE = re.compile(r"^pybind_serve_(\d+)_[0-9a-f]{12}\.(?:sock|json)$")
 
 
 def remove_stale_endpoints(directory: str | None = None) -> list[str]:
-    """Remove the socket files of servers whose owner process is dead (killed before it could clean up)."""
+    """Remove the socket files (and discovery records) of servers whose owner process is dead (killed before it
+    could clean up)."""
     directory = directory or tempfile.gettempdir()
     removed = []
     for name in os.listdir(directory):
@@ -130,7 +132,8 @@ class ControlClient:
 
     def __init__(self, context: zmq.Context[Any], endpoint: str) -> None:
         self._socket = context.socket(zmq.DEALER)
-        self._socket.setsockopt(zmq.IDENTITY, f"control-{os.getpid()}".encode())
+        # Unique: a `RemoteServe` may call the same front from the owner's own process.
+        self._socket.setsockopt(zmq.IDENTITY, f"control-{os.getpid()}-{uuid.uuid4().hex[:8]}".encode())
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.connect(endpoint)
         self._ids = itertools.count(1)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pybind_serve import context
 from pybind_serve.decorators import (
     ConstantPadder,
     batch,
@@ -97,7 +98,24 @@ def test_batch_rejects_an_output_whose_first_dim_is_not_the_batch_size() -> None
 
 
 def test_batch_rejects_a_result_that_is_not_a_dict() -> None:
-    with pytest.raises(DecoratorUsageError, match="must return a dict of output name to array, got tuple"):
+    with pytest.raises(DecoratorUsageError, match="must return a dict of output name to array, got int"):
+        batch(lambda x: 3)([req(x=[1])])
+
+
+def test_a_list_or_tuple_of_outputs_is_named_in_declared_order_inside_a_worker() -> None:
+    context.enter(context.WorkerContext("m", 1, 0, outputs=("sum", "twice")))
+    try:
+        out = batch(lambda x: (x + 1, x * 2))([req(x=[1]), req(x=[2, 3])])
+        assert tolists(out) == [{"sum": [2], "twice": [2]}, {"sum": [3, 4], "twice": [4, 6]}]
+        assert tolists(sample(lambda x: [x, x])([req(x=[5])])) == [{"sum": [5], "twice": [5]}]
+        with pytest.raises(DecoratorUsageError, match=r"a tuple of 1 outputs; .* \(2: \['sum', 'twice'\]\)"):
+            batch(lambda x: (x,))([req(x=[1])])
+    finally:
+        context.enter(None)  # type: ignore[arg-type]
+
+
+def test_a_tuple_of_outputs_outside_a_worker_says_to_return_a_dict() -> None:
+    with pytest.raises(DecoratorUsageError, match=r"a tuple of 1 outputs.*else return a dict"):
         batch(lambda x: (x,))([req(x=[1])])
 
 
@@ -255,8 +273,8 @@ def test_sample_calls_once_per_request_in_order() -> None:
 
 
 def test_sample_rejects_a_result_that_is_not_a_dict() -> None:
-    with pytest.raises(DecoratorUsageError, match=r"@sample: the function must return a dict.*got list"):
-        sample(lambda x: [x])([req(x=[1])])
+    with pytest.raises(DecoratorUsageError, match=r"@sample: the function must return a dict.*got str"):
+        sample(lambda x: "x")([req(x=[1])])
 
 
 def test_sample_zips_the_streams_of_each_request() -> None:

@@ -17,9 +17,11 @@ LAYERS = {
     "errors": 0,
     "linux": 0,
     "security": 0,
+    "vertex_ai": 1,
     "dtypes": 1,
     "placement": 1,
     "tensor": 2,
+    "warmup": 2.5,  # Warmup / WarmupInput: below config (which holds them), above tensor (checked against inputs)
     "config": 3,
     "request": 3,
     "spec": 3.5,  # ModelSpec: above config (it holds one), below protocol (which reads it)
@@ -37,7 +39,9 @@ LAYERS = {
     "worker_process": 7,
     "supervisor": 8,
     "fronts": 8,
+    "discovery": 8,  # the record a running server publishes for RemoteServe, and finding it
     "serve": 9,
+    "remote": 9.5,  # RemoteServe: binds into the server of another process, with serve's checks
     "__init__": 10,
     "integrations": 10,  # optional bridges: may use serve, and __init__ must never import them
 }
