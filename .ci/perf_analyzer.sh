@@ -2,7 +2,7 @@
 # Puts a working perf_analyzer in $1/pabin (default .venv): the PyPI "perf-analyzer" package is only a
 # placeholder, so this takes the binary from the tritonclient 2.44.0 wheel, with the two libraries it needs:
 # libb64.so.0d (Debian's libb64-0d, unpacked without root) and libcudart.so.12 (nvidia-cuda-runtime-cu12).
-# The same recipe as ../shared/anchors/setup.sh. Idempotent; prints the wrapper's path.
+# benchmarks/anchors/setup.sh uses it for the anchors' virtualenv too. Idempotent; prints the wrapper's path.
 set -euo pipefail
 venv=$(cd "${1:-.venv}" && pwd)
 out="$venv/pabin"

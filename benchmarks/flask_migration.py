@@ -9,7 +9,8 @@ Flask's development server) and are loaded by the same closed-loop client: ``--c
 connections spread over ``--client-processes`` processes, so the client is not what limits. "flask alone"
 sends the malformed request, answered 400 by the handler before any model call: the ceiling of the Flask
 server on this machine. Each figure is the median of ``--repeat`` runs; results go to
-``benchmarks/results/flask_migration.json`` and a Markdown table on stdout.
+``<--out>/flask_migration.json`` (``benchmarks/results/local``, which git ignores; ``--out benchmarks/results``
+updates the figures kept) and a Markdown table on stdout.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "flask_migration"
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = ROOT / "benchmarks" / "results" / "local"
 FLOWER = json.dumps({"features": [5.1, 3.5, 1.4, 0.2]}).encode()
 MALFORMED = json.dumps({"features": [5.1, 3.5]}).encode()
 
@@ -147,15 +148,18 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (the median is reported)")
     parser.add_argument("--concurrency", type=int, default=32, help="connections in flight")
     parser.add_argument("--client-processes", type=int, default=4, help="processes the connections are spread on")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results/local, which git ignores)"
+    )
     args = parser.parse_args()
     results: dict[str, Any] = {
         "plain flask (before.py)": bench("plain flask", "before.py", FLOWER, args),
         "migrated (after.py)": bench("migrated", "after.py", FLOWER, args),
         "flask alone (400, no model call)": bench("flask alone", "before.py", MALFORMED, args),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     document = {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "concurrency": args.concurrency, "results": results}
-    (RESULTS / "flask_migration.json").write_text(json.dumps(document, indent=2) + "\n")
+    (args.out / "flask_migration.json").write_text(json.dumps(document, indent=2) + "\n")
     print(table(results, args.concurrency))
 
 

@@ -112,7 +112,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="perf_analyzer window (three per figure)")
     parser.add_argument("--instances", type=int, default=None, help="worker processes (None: a thread)")
     parser.add_argument("--perf-analyzer", default=os.environ.get("PERF_ANALYZER") or shutil.which("perf_analyzer"))
-    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=HERE / "results" / "local",
+        help="results folder (default benchmarks/results/local, which git ignores)",
+    )
     parser.add_argument("--name", default="fronts_scaling")
     args = parser.parse_args()
     if not args.perf_analyzer:

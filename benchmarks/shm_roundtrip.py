@@ -6,8 +6,9 @@ gRPC, and through tritonclient's own shared-memory utilities as a client other t
 One server (``Serve(system_shared_memory=True)``) serves an identity model on a fixed-size FP32 vector; one
 client sends one request at a time (concurrency 1), so each figure is the latency of moving 16 MiB in and
 16 MiB back, and the throughput it implies. Each figure is the median of ``--repeat`` runs of ``--calls``
-calls; results go to ``benchmarks/results/shm_roundtrip.json`` and a Markdown table on stdout. The answers are
-checked on every call: a fast wrong answer is no figure.
+calls; results go to ``<--out>/shm_roundtrip.json`` (``benchmarks/results/local``, which git ignores;
+``--out benchmarks/results`` updates the figures kept) and a Markdown table on stdout. The answers are checked
+on every call: a fast wrong answer is no figure.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 from pybind_serve import ModelConfig, Serve, Tensor, batch
 from pybind_serve.client import ModelClient
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results" / "local"
 
 
 @batch
@@ -98,6 +99,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=40)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="1 MiB, a few calls, no result file")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results/local, which git ignores)"
+    )
     args = parser.parse_args()
     if args.smoke:
         args.mib, args.calls, args.repeat = 1, 3, 1
@@ -146,9 +150,9 @@ def main() -> None:
             f"{row['mb_per_s_each_way']} |"
         )
     if not args.smoke:
-        RESULTS.mkdir(exist_ok=True)
+        args.out.mkdir(parents=True, exist_ok=True)
         document = {"cpus": os.cpu_count(), "calls": args.calls, "repeat": args.repeat, "rows": rows}
-        (RESULTS / "shm_roundtrip.json").write_text(json.dumps(document, indent=2) + "\n")
+        (args.out / "shm_roundtrip.json").write_text(json.dumps(document, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ memory, with pybind_serve's ratio to each anchor. benchmarks/README.md says what
     python benchmarks/suite.py --smoke    # seconds: every scenario on our server only (CI runs this)
     python benchmarks/suite.py --help
 
-Results: benchmarks/results/suite.json and suite.md (``--smoke``: suite-smoke.*, not committed).
+Results: benchmarks/results/local/suite.json and suite.md (``--smoke``: suite-smoke.*), which git ignores;
+``--out benchmarks/results`` updates the figures kept in the repository.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@
 False
 """
 
+from .autoscale import Autoscale
+from .cluster import RayBackend
 from .config import DynamicBatcher, ModelConfig, QueuePolicy, TimeoutAction
 from .context import WorkerContext, worker_context
 from .decorators import (
@@ -28,15 +30,18 @@ from .errors import (
 )
 from .remote import RemoteServe
 from .request import STREAM_END, Request
+from .resources import Resources
 from .security import Restriction
 from .serve import Serve
 from .tensor import Tensor
+from .tracing import Tracing
 from .version import __version__
 from .vertex_ai import VertexAI
 from .warmup import Warmup, WarmupInput
 
 __all__ = [
     "STREAM_END",
+    "Autoscale",
     "ConfigurationError",
     "ConstantPadder",
     "DynamicBatcher",
@@ -46,14 +51,17 @@ __all__ = [
     "ModelExecutionError",
     "PortInUseError",
     "QueuePolicy",
+    "RayBackend",
     "RemoteServe",
     "Request",
+    "Resources",
     "Restriction",
     "Serve",
     "ServeError",
     "StartupError",
     "Tensor",
     "TimeoutAction",
+    "Tracing",
     "VertexAI",
     "Warmup",
     "WarmupInput",

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from .autoscale import Autoscale
 from .errors import ConfigurationError
 from .placement import normalize_devices
+from .resources import Resources
 from .warmup import Warmup
 
 __all__ = ["DynamicBatcher", "ModelConfig", "QueuePolicy", "TimeoutAction"]
@@ -191,6 +193,11 @@ class ModelConfig:
       decoupled model. See docs/response_cache_and_warmup.md.
     - ``warmup``: `Warmup` samples that each instance runs before it reports ready (Triton's ``model_warmup``);
       ``bind`` / ``run`` return after them, and fail with `StartupError` if one raises.
+    - ``resources``: what each instance needs from a cluster's scheduler (`Resources`: CPUs, GPUs, memory, custom
+      resources) when a cluster backend runs the workers (``Serve(backend=RayBackend(...))``, docs/scale_out.md);
+      None: one CPU each. Not used on one host.
+    - ``autoscale``: an `Autoscale`: the instance count follows the queue between its ``min_instances`` and
+      ``max_instances`` (starting at ``instances``, or its minimum), under a cluster backend (docs/scale_out.md).
 
     >>> ModelConfig(max_batch_size=64, batcher=DynamicBatcher(max_queue_delay_us=500)).max_batch_size
     64
@@ -206,6 +213,8 @@ class ModelConfig:
     devices: str | int | Sequence[str] | None = None
     response_cache: bool = False
     warmup: Sequence[Warmup] = ()
+    resources: Resources | None = None
+    autoscale: Autoscale | None = None
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -236,6 +245,15 @@ class ModelConfig:
         if self.response_cache is True and self.decoupled is True:
             problems.append("response_cache is not supported for a decoupled (streaming) model")
         problems.extend(self._check_warmup())
+        if self.resources is not None and not isinstance(self.resources, Resources):
+            problems.append(f"resources must be None or a Resources, got {self.resources!r}")
+        scale = self.autoscale
+        if scale is not None and not isinstance(scale, Autoscale):
+            problems.append(f"autoscale must be None or an Autoscale, got {scale!r}")
+        elif scale is not None and isinstance(inst, int) and not scale.min_instances <= inst <= scale.max_instances:
+            problems.append(
+                f"instances ({inst}) must lie within autoscale's {scale.min_instances}..{scale.max_instances}"
+            )
         if problems:
             raise ConfigurationError.collect("ModelConfig", problems)
 

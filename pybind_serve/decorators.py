@@ -420,7 +420,7 @@ def _fill(request: Mapping[str, np.ndarray], defaults: Mapping[str, np.ndarray])
     for name in missing:
         # A real copy, not a stride-0 broadcast view: writable and contiguous, like any other input.
         data[name] = np.repeat(defaults[name][np.newaxis], rows, axis=0)
-    return Request(data, getattr(request, "parameters", None))
+    return Request(data, getattr(request, "parameters", None), getattr(request, "traceparent", None))
 
 
 def group_by_keys(fn: Callable[P, R]) -> Callable[P, R]:

@@ -53,18 +53,25 @@ _LENGTH = struct.Struct("<I")
 
 
 def normalize_dtype(dtype: Any) -> np.dtype[Any]:
-    """The canonical numpy dtype for a user's spelling: ``bytes``, ``np.bytes_``, ``str`` and ``object``
-    all mean BYTES (an object array). Raises `ConfigurationError` for a type KServe cannot carry.
+    """The canonical numpy dtype for a user's spelling: a numpy dtype or anything `numpy.dtype` takes, or a
+    KServe datatype name (``"FP32"``, ``"BYTES"``: none of them is a numpy spelling, so there is no ambiguity).
+    ``bytes``, ``np.bytes_``, ``str``, ``object`` and ``"BYTES"`` all mean BYTES (an object array). Raises
+    `ConfigurationError` for a type KServe cannot carry.
 
-    >>> normalize_dtype(bytes), normalize_dtype("float32")
-    (dtype('O'), dtype('float32'))
+    >>> normalize_dtype(bytes), normalize_dtype("float32"), normalize_dtype("FP16")
+    (dtype('O'), dtype('float32'), dtype('float16'))
     """
     if dtype is None:  # np.dtype(None) is float64: never what someone who forgot the dtype meant
         raise ConfigurationError("dtype is required (e.g. np.float32, or bytes for BYTES)")
+    if isinstance(dtype, str) and dtype in _DTYPES:
+        return _DTYPES[dtype]
     try:
         dt = np.dtype(dtype)
     except TypeError as exc:
-        raise ConfigurationError(f"dtype {dtype!r} is not a numpy dtype") from exc
+        raise ConfigurationError(
+            f"dtype {dtype!r} is not a numpy dtype or a KServe datatype; use e.g. np.float32, bytes (or str) for "
+            f"BYTES, or a KServe datatype name: {', '.join(sorted(_DTYPES))}"
+        ) from exc
     if dt.kind in "OSUa":
         return _OBJECT
     if dt.byteorder == ">":

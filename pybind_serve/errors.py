@@ -175,6 +175,12 @@ class InferenceTimeoutError(UnavailableError):
     grpc_code = "DEADLINE_EXCEEDED"
 
 
+class SharedMemoryFullError(UnavailableError):
+    """The server's shared memory (/dev/shm) has no room for a batch's tensors: that batch fails (503 /
+    UNAVAILABLE: a retry may fit once others finish) and the server goes on. Give the server more: ``docker run
+    --shm-size``, a Kubernetes ``emptyDir`` with ``medium: Memory`` on /dev/shm (docs/deployment.md)."""
+
+
 class RestrictedError(UnavailableError):
     """A restricted endpoint group called without its header and value: 403 over HTTP and, as Triton answers
     it, UNAVAILABLE over gRPC (where a client cannot tell it from other unavailability)."""
@@ -234,6 +240,7 @@ _BY_NAME: dict[str, type[InferenceError]] = {
         UnavailableError,
         ModelNotReadyError,
         QueueFullError,
+        SharedMemoryFullError,
         InferenceTimeoutError,
         ServerUnreachableError,
         ModelExecutionError,

@@ -30,6 +30,7 @@ import zmq
 
 from .errors import PortInUseError, StartupError
 from .transport.channel import ControlClient, endpoint_path, new_endpoint
+from .transport.network import SECRET_ENV, FrontNetwork
 from .transport.shm import front_tag, remove_segments_of
 
 __all__ = ["Fronts"]
@@ -53,6 +54,7 @@ class Fronts:
         context: zmq.Context[Any],
         startup_timeout_s: float,
         stop_timeout_s: float,
+        network: FrontNetwork | None = None,
     ) -> None:
         self.count, self.host, self.ports = count, host, dict(ports)
         self._options, self._lifeline_fd, self._context = options, lifeline_fd, context
@@ -63,6 +65,8 @@ class Fronts:
         self._controls: list[ControlClient] = []
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
+        self.network = network  # a cluster backend's workers connect to each front over TCP too (None: not)
+        self.network_endpoints: list[str | None] = [None] * count  # known once each front has answered
 
     # -- starting ---------------------------------------------------------------------------------------------
 
@@ -78,6 +82,8 @@ class Fronts:
             sockets = _listen_all(self.host, wanted, reuse_port=shared)
             self._sockets.append(sockets)
             self.ports.update({kind: sock.getsockname()[1] for kind, sock in sockets.items()})
+        if not shared and (port := self.ports["grpc"]):  # the front binds it, and grpc would log its own line on
+            _listen(self.host, port, "grpc", reuse_port=False).close()  # stderr before our error: look here first
         for index in range(self.count):
             self._controls.append(ControlClient(self._context, self.endpoints[index]))
             self._processes[index] = self._spawn(index)
@@ -99,20 +105,28 @@ class Fronts:
             "lifeline_fd": self._lifeline_fd,
             "index": index,
             "peers": self.endpoints if self.count > 1 else [],
+            # a restarted front binds its predecessor's TCP endpoint, to which the workers reconnect by themselves
+            "network_endpoint": self.network and (self.network_endpoints[index] or self.network.endpoint()),
         }
         fds = [s.fileno() for s in sockets.values()] + [self._lifeline_fd]
         command = [sys.executable, "-m", "pybind_serve.front.process", json.dumps(options)]
+        env = None
+        if self.network is not None and self.network.keys is not None:  # never on the command line: ps shows it
+            env = {**os.environ, SECRET_ENV: self.network.keys.secret}
         # A session of its own: a signal to the owner's process group (Jupyter's kernel restart sends SIGTERM
         # there) must not stop the front before its lifeline tells it the owner is gone, so that it cleans up.
-        return subprocess.Popen(command, pass_fds=fds, stdin=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(command, pass_fds=fds, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
 
     def _ping(self, index: int) -> dict[str, Any]:
         try:
-            return self._controls[index].call("ping", self._startup_timeout_s, alive=partial(self.alive, index))
+            reply = self._controls[index].call("ping", self._startup_timeout_s, alive=partial(self.alive, index))
         except StartupError as exc:
             process = self._processes[index]
             code = process.poll() if process is not None else None
             raise StartupError(f"{exc} (front exit code {code}); its stderr is above") from None
+        if self.network is not None:
+            self.network_endpoints[index] = reply["network_endpoint"]
+        return reply
 
     # -- calling ----------------------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ True
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -72,6 +73,9 @@ class ModelStats:
     failures: dict[str, int] = field(default_factory=dict)
     batch_sizes: list[int] = field(default_factory=lambda: [0] * (len(BATCH_BUCKETS) + 1))
     batch_rows: int = 0
+    last_inference_ms: int = 0  # when the last batch ran (or a cache hit answered), ms since the epoch; 0: never
+    # Triton's batch_stats: per executed batch size (rows), [executions, compute input, infer, output µs]
+    batch_stats: dict[int, list[int]] = field(default_factory=dict)
 
     def add(self, other: ModelStats) -> None:
         """Count ``other``'s figures in too (another front's, for totals)."""
@@ -81,6 +85,11 @@ class ModelStats:
             self.failures[reason] = self.failures.get(reason, 0) + count
         self.batch_sizes = [a + b for a, b in zip(self.batch_sizes, other.batch_sizes, strict=True)]
         self.batch_rows += other.batch_rows
+        self.last_inference_ms = max(self.last_inference_ms, other.last_inference_ms)
+        for size, figures in other.batch_stats.items():  # a snapshot's sizes come as JSON's string keys
+            mine = self.batch_stats.setdefault(int(size), [0, 0, 0, 0])
+            for i, value in enumerate(figures):
+                mine[i] += value
 
     def fail(self, reason: str) -> None:
         self.failures[reason] = self.failures.get(reason, 0) + 1
@@ -104,6 +113,22 @@ class ModelStats:
             "cache_hit": (self.cache_hits, self.cache_hit_us * 1000),
             "cache_miss": (self.cache_misses, self.cache_miss_us * 1000),
         }
+
+    def executed(self, rows: int, input_us: int, infer_us: int, output_us: int) -> None:
+        """One batch of ``rows`` ran, its inputs written in ``input_us``, computed in ``infer_us`` and its outputs
+        handed out in ``output_us`` (Triton's ``batch_stats`` and ``last_inference``); `batch` counts it."""
+        figures = self.batch_stats.get(rows)
+        if figures is None:
+            figures = self.batch_stats[rows] = [0, 0, 0, 0]
+        figures[0] += 1
+        figures[1] += input_us
+        figures[2] += infer_us
+        figures[3] += output_us
+        self.last_inference_ms = int(time.time() * 1000)
+
+    def batch_durations(self) -> dict[int, tuple[int, int, int, int]]:
+        """Per executed batch size: (executions, compute input ns, compute infer ns, compute output ns)."""
+        return {size: (count, i * 1000, c * 1000, o * 1000) for size, (count, i, c, o) in self.batch_stats.items()}
 
     def batch(self, rows: int) -> None:
         self.exec_count += 1

@@ -33,17 +33,25 @@ class Request(Mapping[str, np.ndarray]):
 
     ``parameters`` holds the request's custom parameters; the server takes ``priority`` and ``timeout``
     out of them for its scheduler. With batching, every array's first dim is this request's own batch size.
+    ``traceparent`` is the W3C trace context of the request's span when the server traces it (`Tracing`), else
+    None: the function may start spans of its own under it (docs/tracing.md).
 
     >>> r = Request({"x": np.zeros((2, 3))}, parameters={"scale": 2})
     >>> r["x"].shape, r.parameters["scale"], list(r)
     ((2, 3), 2, ['x'])
     """
 
-    __slots__ = ("_data", "parameters")
+    __slots__ = ("_data", "parameters", "traceparent")
 
-    def __init__(self, data: Mapping[str, np.ndarray], parameters: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        data: Mapping[str, np.ndarray],
+        parameters: Mapping[str, Any] | None = None,
+        traceparent: str | None = None,
+    ) -> None:
         self._data = dict(data)
         self.parameters: dict[str, Any] = dict(parameters or {})
+        self.traceparent = traceparent
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self._data[name]

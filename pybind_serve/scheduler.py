@@ -62,6 +62,7 @@ class Pending(Generic[P]):
     enqueued: float
     deadline: float | None
     future: asyncio.Future[Any]
+    retries: int = field(default=0, init=False)  # times it was put back after its worker was lost (`requeue`)
     _scheduler: Scheduler | None = field(default=None, init=False, repr=False)
     _state: _State = field(default=_State.QUEUED, init=False, repr=False)
     _timer: asyncio.TimerHandle | None = field(default=None, init=False, repr=False)
@@ -186,6 +187,23 @@ class Scheduler(Generic[P]):
         self._count += 1
         self._notify(False)
         return pending
+
+    def requeue(self, batch: list[Pending[P]]) -> None:
+        """Put dispatched requests back at the head of their levels, in order: their worker was lost before it
+        answered, and another is to run them. Their queue timeouts are not armed again (they waited already)."""
+        for pending in reversed(batch):
+            if pending.future.done() or pending._state is not _State.DONE:
+                continue
+            if self._error is not None:
+                pending.future.set_exception(self._error)
+                continue
+            pending._state = _State.QUEUED
+            pending.retries += 1
+            level = self._levels[pending.level - 1]
+            level.queue.appendleft(pending)
+            level.count += 1
+            self._count += 1
+        self._notify(False)
 
     def _check_room(self, level: _Level[P], level_no: int) -> None:
         limit = level.policy.max_queue_size

@@ -10,6 +10,7 @@ import math
 import os
 import re
 import signal
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,17 +19,21 @@ from typing import Any
 
 import zmq
 
+from .backend import Backend, WorkerPool, WorkerSite, front_calls
 from .config import ModelConfig
 from .discovery import ServerRecord, publish, record_path, withdraw
 from .errors import ConfigurationError, StartupError
 from .fronts import Fronts
 from .linux import process_start_time
+from .logs import configure as configure_logs
+from .logs import level_problems, python_level
 from .placement import resolve_devices, visible_gpus
 from .request import Request
 from .security import TOKEN_GROUPS, TOKEN_HEADER, Restriction, Tls, new_token, restriction_problems
 from .spec import ModelSpec
 from .supervisor import Supervisor
 from .tensor import Tensor
+from .tracing import Tracing
 from .transport.channel import remove_stale_endpoints
 from .transport.shm import new_owner, remove_segments_of, remove_stale_segments
 from .vertex_ai import VertexAI
@@ -85,6 +90,16 @@ class Serve:
     process allowed to reach the port could then have the server map its /dev/shm files.
     ``vertex_ai=VertexAI(...)`` also serves Google Vertex AI's predict and health routes on a port of their own
     (`VertexAI`).
+    ``tracing=Tracing(...)`` traces requests with OpenTelemetry (the ``tracing`` extra; docs/tracing.md); without
+    it, a client may still turn tracing on through Triton's trace extension (``POST /v2/trace/setting``).
+    ``backend=RayBackend(...)`` runs the bound models' workers on a Ray cluster instead of this host's processes,
+    with the same ``bind`` calls (`pybind_serve.cluster`, docs/scale_out.md); the fronts stay on this host.
+
+    ``log_level`` (``critical``, ``error``, ``warning``, ``info``, ``debug``, ``trace``) is that of pybind_serve's
+    own lines (``info``: fronts started, models ready, stopping) and uvicorn's, written to stderr unless the
+    application set up logging itself. ``access_log=True`` logs one line per HTTP request (uvicorn's access log)
+    and per gRPC call, whatever the level. `serve` prints where the server listens once it is up (unless
+    ``log_level`` is ``error`` or ``critical``); `run` prints nothing.
 
     >>> import numpy as np
     >>> from pybind_serve import Serve, Tensor, batch
@@ -116,6 +131,7 @@ class Serve:
         idle_release_s: float = 10.0,
         startup_timeout_s: float = 30.0,
         log_level: str = "warning",
+        access_log: bool = False,
         system_shared_memory: bool = False,
         fronts: int = 1,
         allow_remote: bool = True,
@@ -128,6 +144,8 @@ class Serve:
         tls_client_ca: str | None = None,
         response_cache_bytes: int = 64 << 20,
         vertex_ai: VertexAI | None = None,
+        tracing: Tracing | None = None,
+        backend: Backend | None = None,
     ) -> None:
         ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
         problems = _port_problems(ports) + _size_problems(max_body_bytes, grpc_max_message_bytes)
@@ -159,8 +177,15 @@ class Serve:
             problems.append(f"vertex_ai must be a VertexAI, got {type(vertex_ai).__name__}")
         if type(response_cache_bytes) is not int or response_cache_bytes < 0:
             problems.append(f"response_cache_bytes must be an int >= 0 (0: no cache), got {response_cache_bytes!r}")
+        problems += level_problems(log_level) + _flag_problems(access_log=access_log)
+        if tracing is not None:
+            problems += _tracing_problems(tracing)
+        if backend is not None and not isinstance(backend, Backend):
+            problems.append(f"backend must be a worker backend such as RayBackend, got {type(backend).__name__}")
         if problems:
             raise ConfigurationError.collect("Serve", problems)
+        self.backend = backend
+        self.tracing = tracing
         self.response_cache_bytes = response_cache_bytes
         self.vertex_ai = vertex_ai
         self.tls = tls
@@ -172,7 +197,7 @@ class Serve:
         self.max_header_bytes, self.max_header_count = max_header_bytes, max_header_count
         self.read_timeout_s, self.idle_release_s = read_timeout_s, idle_release_s
         self.drain_timeout_s, self.startup_timeout_s = drain_timeout_s, startup_timeout_s
-        self.log_level = log_level
+        self.log_level, self.access_log = log_level.lower(), access_log
         self.system_shared_memory = bool(system_shared_memory)
         self.fronts = fronts
         self.allow_remote = bool(allow_remote)
@@ -181,7 +206,7 @@ class Serve:
         self._lock = threading.RLock()
         self._fronts: Fronts | None = None
         self._context: zmq.Context[Any] | None = None
-        self._supervisor: Supervisor | None = None
+        self._supervisor: WorkerPool | None = None
         self._lifeline: tuple[int, int] | None = None
         self._owner = new_owner()
         self._stop_event = threading.Event()
@@ -261,8 +286,12 @@ class Serve:
         return self
 
     def serve(self) -> None:
-        """Start (if needed) and block until SIGINT/SIGTERM or `stop`, then drain requests in flight and stop."""
+        """Start (if needed) and block until SIGINT/SIGTERM or `stop`, then drain requests in flight and stop.
+
+        Once up, it prints where it listens on stderr (unless ``log_level`` is ``error`` or ``critical``)."""
         self.run()
+        if python_level(self.log_level) <= logging.WARNING:
+            print(self._announcement(), file=sys.stderr, flush=True)
         restore = self._catch_signals()
         try:
             self._stop_event.wait()
@@ -275,8 +304,12 @@ class Serve:
         with self._lock:
             if self._state is State.STOPPED:
                 return
-            self._state = State.STOPPED
+            running, self._state = self._state is State.RUNNING, State.STOPPED
+            if running:
+                log.info("stopping: requests in flight have up to %g s to finish", self.drain_timeout_s)
             self._teardown()
+            if running:
+                log.info("stopped")
         self._stop_event.set()
 
     def is_ready(self) -> bool:
@@ -338,6 +371,49 @@ class Serve:
 
     # -- internals -----------------------------------------------------------------------------------------
 
+    def _announcement(self) -> str:
+        """The line `serve` prints once the server is up: what it serves, where, and how to stop it."""
+        labels = [f"{name} v{version}" for name, version in sorted(self._bindings)]
+        plural = "s" * (len(labels) != 1)
+        models = f"{len(labels)} model{plural} ({', '.join(labels)})" if labels else "no models yet"
+        also = [f"gRPC {self.grpc_url}"] if self.grpc_url else []
+        if self.metrics_url:
+            also.append(f"metrics {self.metrics_url}")
+        if self.vertex_ai_port is not None:
+            also.append(f"Vertex AI port {self.vertex_ai_port}")
+        where = [self.http_url + (f" ({', '.join(also)})" if also else "")]
+        if self.host in ("0.0.0.0", "", "::"):
+            where.append("on every network interface")
+        if self.fronts > 1:
+            where.append(f"with {self.fronts} front processes")
+        return f"pybind_serve: serving {models} on {', '.join(where)}; Ctrl-C stops"
+
+    def _bound_specs(self) -> list[ModelSpec]:
+        """The specs of the models bound from this process, by name and version."""
+        with self._lock:
+            return [self._bindings[key].spec for key in sorted(self._bindings)]
+
+    def _override(self, **options: Any) -> None:
+        """Change options given to the constructor, before the server starts (the CLI's ``--http-port`` ...):
+        ``host``, ``http_port``, ``grpc_port``, ``metrics_port``, ``fronts``, ``log_level``, ``access_log``.
+        `ConfigurationError` for a value the constructor would refuse, `StartupError` once started."""
+        known = {"host", "http_port", "grpc_port", "metrics_port", "fronts", "log_level", "access_log"}
+        if unknown := sorted(set(options) - known):
+            raise TypeError(f"options that cannot be overridden: {unknown}")
+        with self._lock:
+            if self._state is not State.NEW:
+                raise StartupError(f"this Serve is {self._state.value} already: its options cannot change")
+            ports = {kind: options.get(f"{kind}_port", self._ports[kind]) for kind in ("http", "grpc", "metrics")}
+            fronts, level = options.get("fronts", self.fronts), options.get("log_level", self.log_level)
+            access_log = options.get("access_log", self.access_log)
+            problems = _port_problems(ports) + _limit_problems(fronts=fronts) + level_problems(level)
+            problems += _flag_problems(access_log=access_log)
+            if problems:
+                raise ConfigurationError.collect("Serve", problems)
+            self._ports.update(ports)
+            self.host, self.fronts = options.get("host", self.host), fronts
+            self.log_level, self.access_log = level.lower(), access_log
+
     def _port(self, kind: str) -> int:
         port = self._ports[kind]
         if self._state is not State.RUNNING and port == 0:
@@ -345,6 +421,7 @@ class Serve:
         return int(port or 0)
 
     def _start(self) -> None:
+        configure_logs(self.log_level, "pybind_serve")
         for name in remove_stale_segments():
             log.info("removed shared memory %s of a server that died", name)
         for name in remove_stale_endpoints():
@@ -364,17 +441,29 @@ class Serve:
             self._context,
             self.startup_timeout_s,
             self.drain_timeout_s + 5,
+            network=self.backend.open() if self.backend is not None else None,
         )
         self._fronts.start()
         self._ports.update(self._fronts.ports)
-        self._supervisor = Supervisor.create(
-            self._fronts.endpoints, self._owner, self._lifeline, self._context, self._worker_gone, self.idle_release_s
-        )
+        log.info("front process%s started (pid %s)", "es" * (self.fronts > 1), ", ".join(map(str, self._fronts.pids)))
+        self._supervisor = self._worker_pool()
         for binding in self._bindings.values():
             self._load(binding)
         self._fronts.call("open", self.startup_timeout_s)  # from now on /v2/health/ready may say 200
         self._fronts.watch(self._front_restarted)
         publish(self._server_record(), self._record)
+
+    def _worker_pool(self) -> WorkerPool:
+        """What starts and restarts the workers: this host's threads and processes, or the backend's."""
+        assert self._fronts is not None and self._lifeline is not None and self._context is not None
+        fronts = self._fronts
+        if self.backend is None or fronts.network is None:
+            return Supervisor.create(
+                fronts.endpoints, self._owner, self._lifeline, self._context, self._worker_gone, self.idle_release_s
+            )
+        network_endpoints = tuple(e for e in fronts.network_endpoints if e is not None)
+        site = WorkerSite(tuple(fronts.endpoints), network_endpoints, fronts.network, self._owner, self.idle_release_s)
+        return self.backend.workers(site, self._worker_gone, front_calls(fronts))
 
     def _front_options(self) -> dict[str, Any]:
         return {
@@ -384,6 +473,7 @@ class Serve:
             "grpc_max_message_bytes": self.grpc_max_message_bytes,
             "drain_timeout_s": self.drain_timeout_s,
             "log_level": self.log_level,
+            "access_log": self.access_log,
             "system_shared_memory": self.system_shared_memory,
             "max_header_bytes": self.max_header_bytes,
             "max_header_count": self.max_header_count,
@@ -395,6 +485,7 @@ class Serve:
             "tls": self.tls.to_wire() if self.tls is not None else None,
             "response_cache_bytes": self.response_cache_bytes,
             "vertex_ai": self.vertex_ai.to_wire() if self.vertex_ai is not None else None,
+            "tracing": self.tracing.to_wire() if self.tracing is not None else None,
         }
 
     def _front_restarted(self, index: int) -> None:
@@ -440,15 +531,18 @@ class Serve:
             )
         except StartupError as exc:
             raise StartupError(f"{spec.label} did not become ready: {exc}") from None
+        log.info("%s is ready: %s", spec.label, _where_it_runs(spec))
 
     def _unload(self, name: str, version: int) -> None:
         assert self._supervisor is not None
         self._call("unload", self.drain_timeout_s + 5, name=name, version=version)
         self._supervisor.stop_group(name, version)
+        log.info("model %r v%d unloaded", name, version)
 
-    def _worker_gone(self, identity: str, why: str) -> None:
+    def _worker_gone(self, identity: str, why: str, retry: bool = False) -> None:
+        """A worker is gone: its batch in flight fails (``retry``: goes to another worker, `Dispatcher.remove`)."""
         if self._fronts is not None:
-            self._fronts.tell("worker_gone", identity=identity, why=why)
+            self._fronts.tell("worker_gone", identity=identity, why=why, retry=retry)
 
     def _server_record(self) -> ServerRecord:
         """What a `RemoteServe` of this host needs to bind models into this server (nothing but a refusal without
@@ -475,6 +569,8 @@ class Serve:
             self._fronts.close()
         if self._supervisor is not None:
             self._supervisor.close()
+        if self.backend is not None:
+            self.backend.close()
         if self._context is not None:
             self._context.term()
         if self._lifeline is not None:
@@ -547,6 +643,25 @@ def _port_problems(ports: dict[str, int | None]) -> list[str]:
         for kind, port in ports.items()
         if (port is not None or kind == "http") and not (type(port) is int and 0 <= port <= 65535)
     ]
+
+
+def _flag_problems(**flags: object) -> list[str]:
+    return [f"{name} must be True or False, got {value!r}" for name, value in flags.items() if type(value) is not bool]
+
+
+def _where_it_runs(spec: ModelSpec) -> str:
+    """How a model's instances run, for the log: ``1 thread in this process``, ``2 worker processes on cuda:0``."""
+    config, count = spec.config, spec.instance_count
+    if config.instances is None and config.devices is None:
+        return f"{count} thread{'s' * (count != 1)} in this process"
+    devices = f" on {', '.join(map(str, config.devices))}" if isinstance(config.devices, tuple) else ""
+    return f"{count} worker process{'es' * (count != 1)}{devices}"
+
+
+def _tracing_problems(tracing: object) -> list[str]:
+    if not isinstance(tracing, Tracing):
+        return [f"tracing must be a Tracing, got {type(tracing).__name__}"]
+    return [f"tracing: {problem}" for problem in tracing.problems()]
 
 
 def _pattern_problems(**patterns: str | None) -> list[str]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .autoscale import Autoscale
 from .config import DynamicBatcher, ModelConfig, QueuePolicy
 from .dtypes import from_datatype
+from .resources import Resources
 from .tensor import Tensor
 from .warmup import Warmup
 
@@ -90,6 +92,8 @@ def _config_to_wire(config: ModelConfig) -> dict[str, Any]:
         "devices": list(config.devices) if isinstance(config.devices, tuple) else config.devices,
         "response_cache": config.response_cache,
         "warmup": [warmup.to_wire() for warmup in config.warmup],
+        "resources": config.resources.to_wire() if config.resources is not None else None,
+        "autoscale": asdict(config.autoscale) if config.autoscale is not None else None,
         "batcher": {
             "max_queue_delay_us": batcher.max_queue_delay_us,
             "preferred_batch_sizes": list(batcher.preferred_batch_sizes),
@@ -120,4 +124,6 @@ def _config_from_wire(data: dict[str, Any]) -> ModelConfig:
         batcher=DynamicBatcher(**batcher),
         response_cache=data["response_cache"],
         warmup=tuple(Warmup.from_wire(warmup) for warmup in data["warmup"]),
+        resources=Resources.from_wire(data["resources"]) if data.get("resources") else None,
+        autoscale=Autoscale(**data["autoscale"]) if data.get("autoscale") else None,
     )

@@ -8,7 +8,7 @@ started again on the same device: at once the first time, then after a delay tha
 soon after its start (`Backoff`), so a function that crashes its process at every start does not restart in a
 tight loop.
 
-Worker processes stop when asked (SIGTERM, then SIGKILL after `STOP_GRACE_S`), and die with the owner however it
+Worker processes stop when asked (`STOP_SIGNAL`, then SIGKILL after `STOP_GRACE_S`), and die with the owner however it
 dies: each is started by the supervisor's own thread, which lives as long as the owner's `Serve`, and asks the
 kernel for SIGKILL when its parent goes, so a worker stuck in user code does not outlive a killed owner. A worker
 thread stuck in user code cannot be stopped: it is left behind (a daemon thread, with its own ZeroMQ context, so
@@ -17,6 +17,7 @@ that nothing else waits for it).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import multiprocessing.connection
@@ -38,7 +39,7 @@ from .placement import Placement, plan, visible_gpus
 from .spec import ModelSpec
 from .transport.shm import remove_segments_of
 from .worker import ModelFunction
-from .worker_process import Job, Site, fork, run_thread, spawn
+from .worker_process import STOP_SIGNAL, Job, Site, fork, run_thread, spawn
 
 __all__ = ["STOP_GRACE_S", "Backoff", "Supervisor", "WorkerGroup"]
 
@@ -351,14 +352,16 @@ def _exit_description(code: int | None) -> str:
 
 def _stop(groups: list[WorkerGroup], owner: str, timeout_s: float) -> None:
     """Stop these groups' workers within about ``timeout_s`` in all: threads are asked and awaited (one stuck
-    in user code is left behind), processes get SIGTERM, then SIGKILL."""
+    in user code is left behind), processes get `STOP_SIGNAL` (they ignore SIGTERM), then SIGKILL."""
     deadline = time.monotonic() + timeout_s
     threads = [t for g in groups for t in g.threads]
     processes = [p for g in groups for p in g.processes]
     for worker in threads:
         worker.signal_stop()
     for proc in processes:
-        proc.process.terminate()
+        if proc.process.is_alive() and proc.process.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.process.pid, STOP_SIGNAL)
     for worker in threads:
         worker.thread.join(max(deadline - time.monotonic(), 0.0))
         if worker.thread.is_alive():

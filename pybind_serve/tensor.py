@@ -18,14 +18,22 @@ __all__ = ["Tensor"]
 class Tensor:
     """One input or output of a model.
 
-    ``shape`` excludes the batch dimension when the model batches; ``-1`` marks a dimension of any size.
-    ``dtype`` is any numpy dtype KServe can carry; ``bytes`` / ``object`` / ``str`` mean ``BYTES``.
-    An ``optional`` input may be left out of a request.
+    ``shape`` excludes the batch dimension when the model batches (`ModelConfig`'s default: requests then carry
+    one more dimension first, their number of rows, and the model's metadata shows it as ``-1``); ``-1`` marks
+    a dimension of any size.
+
+    ``dtype`` is any numpy dtype KServe can carry (``np.float32``, ``"int64"``, ...), or a KServe datatype name
+    (``"FP32"``, ``"INT64"``, ``"BYTES"``, ...). ``bytes``, ``str``, ``object`` and ``"BYTES"`` all mean
+    ``BYTES``: variable-length byte strings, which the function receives as a numpy ``object`` array of `bytes`
+    (``str`` included: decode them yourself) and may return as ``bytes`` or ``str`` elements (a `str` is sent
+    UTF-8 encoded). An ``optional`` input may be left out of a request.
 
     >>> Tensor("image", np.uint8, (224, 224, 3)).datatype
     'UINT8'
     >>> Tensor("text", bytes, (-1,)).config_type
     'TYPE_STRING'
+    >>> Tensor("text", "BYTES", (1,)) == Tensor("text", str, (1,))
+    True
     """
 
     name: str

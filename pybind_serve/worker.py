@@ -5,12 +5,15 @@ process of its own, to every front process (a DEALER socket to each: `WorkerChan
 to the front it came from, one batch at a time in the order they came. It maps the front's input blocks as
 numpy views (no copy), builds one `Request` per client request, calls the function, checks what it returned,
 writes the outputs into its own arena and answers with a descriptor. The front sends ``free`` once it has
-encoded the responses, and the output blocks are reused.
+encoded the responses, and the output blocks are reused. A batch that carries ``trace`` (some of its requests are
+traced: each one's W3C traceparent, which its `Request` gets) is answered with ``times``: when it was received,
+when its inputs were read, when the function returned and when the outputs were written (`time.monotonic_ns`,
+the clock every process of the host shares; on a failure, the last is when it failed).
 
 A failing function answers every request of its batch with the error (the client sees it), whatever it raised
 (``sys.exit()`` and ``KeyboardInterrupt`` included: they end the call, not the worker), and is logged by a
 `FailureLog` that never floods: in a notebook the log lands in a cell, so a burst of failures must not print
-a traceback per batch. Only `Terminated` (raised by a worker process's SIGTERM handler) stops the worker.
+a traceback per batch. Only `Terminated` (raised by a worker process's stop-signal handler) stops the worker.
 
 Shared memory follows the load: once the worker has had no frame for ``idle_release_s``, it gives back the
 segments a burst made it grow (`Arena.release_idle`, `SegmentMap.release_idle`) and the C heap's free pages.
@@ -22,6 +25,7 @@ import asyncio
 import inspect
 import logging
 import os
+import re
 import time
 import traceback
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -30,6 +34,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import wrapt
 import zmq.asyncio
 
 from .errors import (
@@ -47,6 +52,8 @@ from .tensor import Tensor
 from .torch_outputs import from_torch, is_torch_tensor
 from .transport.channel import Empty, WorkerChannel
 from .transport.frames import decode, encode, read_group, write_group
+from .transport.inline import pack_group, unpack_group
+from .transport.network import parse_parts, to_parts
 from .transport.shm import Arena, Block, SegmentMap
 
 __all__ = ["FailureLog", "Terminated", "Worker"]
@@ -59,7 +66,8 @@ ModelFunction = Callable[[list[Request]], Any]
 
 
 class Terminated(BaseException):
-    """Raised by a worker process's SIGTERM handler: the owner stops the worker (it is never a batch's error)."""
+    """Raised by a worker process's stop-signal handler (`worker_process.STOP_SIGNAL`): the owner stops the worker
+    (it is never a batch's error)."""
 
 
 class Worker:
@@ -180,10 +188,15 @@ class Worker:
     def handle_together(self, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Run several batch frames as one call of the function; an answer (result or error) for each."""
         started = time.perf_counter()
+        marks = [time.monotonic_ns()] if any("trace" in frame for frame in frames) else None
         try:
             parts = [self._requests(frame) for frame in frames]
             requests = [request for part in parts for request in part]
+            if marks is not None:
+                marks.append(time.monotonic_ns())
             responses = self._call(requests)
+            if marks is not None:
+                marks.append(time.monotonic_ns())
             if not isinstance(responses, (list, tuple)) or len(responses) != len(requests):
                 self._collect(responses, requests)  # raises, saying what was wrong
             answers, start = [], 0
@@ -193,9 +206,9 @@ class Worker:
         except Terminated:
             raise
         except BaseException as exc:
-            error = self._error_frame(frames[0]["id"], exc)
+            error = _timed(self._error_frame(frames[0]["id"], exc), marks)
             return [{**error, "id": frame["id"]} for frame in frames]
-        return answers
+        return answers if marks is None else [_timed(answer, marks) for answer in answers]
 
     def _started(self, frame: dict[str, Any]) -> None:
         """With several fronts a batch may wait here behind other fronts' batches. Its front hears when it
@@ -228,33 +241,48 @@ class Worker:
     def handle(self, frame: dict[str, Any]) -> dict[str, Any]:
         """Run one batch frame; the answer is a result or an error frame, never an exception."""
         started = time.perf_counter()
+        marks = [time.monotonic_ns()] if "trace" in frame else None  # its requests' traces want the times
         try:
             requests = self._requests(frame)
-            answer = self._answer(frame, requests, self._call(requests), started)
+            if marks is not None:
+                marks.append(time.monotonic_ns())
+            responses = self._call(requests)
+            if marks is not None:
+                marks.append(time.monotonic_ns())
+            answer = self._answer(frame, requests, responses, started)
         except Terminated:
             raise
         except BaseException as exc:  # SystemExit and KeyboardInterrupt too: they end this call, not the worker
-            return self._error_frame(frame["id"], exc)
-        return answer
+            return _timed(self._error_frame(frame["id"], exc), marks)
+        return answer if marks is None else _timed(answer, marks)
 
     def _answer(self, frame: dict[str, Any], requests: list[Request], responses: Any, started: float) -> dict[str, Any]:
         """The result frame of a batch whose function answered ``responses``."""
         outputs = self._collect(responses, requests)
-        descriptors = {name: write_group(self.arena, arrays) for name, arrays in outputs.items()}
+        buffers: list[Any] = []
+        descriptors = {name: self._write(arrays, buffers) for name, arrays in outputs.items()}
         compute_us = int((time.perf_counter() - started) * 1e6)
-        return {"op": "result", "id": frame["id"], "outputs": descriptors, "compute_us": compute_us}
+        answer = {"op": "result", "id": frame["id"], "outputs": descriptors, "compute_us": compute_us}
+        if buffers:
+            answer["buffers"] = buffers
+        return answer
+
+    def _write(self, arrays: list[Any], buffers: list[Any]) -> dict[str, Any]:
+        """Outputs into this worker's arena, or (fronts on another host) into the answer's ``buffers``."""
+        return pack_group(arrays, buffers) if self.channel.inline else write_group(self.arena, arrays)
 
     async def _serve_concurrently(self) -> None:
         """The frame loop of an async function with ``concurrency`` above one: each batch runs as a task on the
         worker's event loop while the next frames are taken; the front sends at most ``slots`` at once."""
         loop = asyncio.get_running_loop()
         sockets = [zmq.asyncio.Socket.shadow(sock.underlying) for sock in self.channel.sockets]
+        inline = self.channel.inline
         stopped = asyncio.Event()
         loop.add_reader(self.channel.stop_fd, stopped.set)
         running: dict[tuple[int, int], asyncio.Task[None]] = {}  # by front and batch id
         stop = asyncio.ensure_future(stopped.wait())
         receiving: dict[asyncio.Future[Any], int] = {
-            asyncio.ensure_future(sock.recv()): i for i, sock in enumerate(sockets)
+            asyncio.ensure_future(_receive(sock, inline)): i for i, sock in enumerate(sockets)
         }
         try:
             while True:
@@ -268,8 +296,8 @@ class Worker:
                     continue
                 for receive in done:
                     front = receiving.pop(receive)
-                    receiving[asyncio.ensure_future(sockets[front].recv())] = front
-                    frame = decode(receive.result())
+                    receiving[asyncio.ensure_future(_receive(sockets[front], inline))] = front
+                    frame = parse_parts(receive.result()) if inline else decode(receive.result())
                     frame["front"] = front
                     key = (front, frame.get("id", -1))
                     if frame["op"] == "batch":
@@ -297,11 +325,16 @@ class Worker:
         """Run one batch as a task; cancelled (the front's ``cancel``: its execution timeout passed), it answers
         an error so that the front's slot is free again."""
         started = time.perf_counter()
+        marks = [time.monotonic_ns()] if "trace" in frame else None
         try:
             requests = self._requests(frame)
+            if marks is not None:
+                marks.append(time.monotonic_ns())
             responses = self.fn(requests)
             if inspect.isawaitable(responses):
                 responses = await responses
+            if marks is not None:
+                marks.append(time.monotonic_ns())
             answer = self._answer(frame, requests, responses, started)
         except Terminated:
             raise
@@ -313,12 +346,17 @@ class Worker:
             answer = {"op": "error", "id": frame["id"], "type": "ExecutionTimeoutError", "message": "cancelled"}
         except BaseException as exc:
             answer = self._error_frame(frame["id"], exc)
-        await socket.send(encode(answer))
+        await socket.send_multipart(to_parts(answer if marks is None else _timed(answer, marks)))
 
     def _requests(self, frame: dict[str, Any]) -> list[Request]:
-        columns = {name: read_group(self.segments, desc) for name, desc in frame["inputs"].items()}
+        if self.channel.inline:  # the front is on another host: the bytes came in the message
+            buffers = frame.pop("buffers", [])
+            columns = {name: unpack_group(desc, buffers, writable=True) for name, desc in frame["inputs"].items()}
+        else:
+            columns = {name: read_group(self.segments, desc) for name, desc in frame["inputs"].items()}
+        traces = frame.get("trace")
         return [
-            Request({name: arrays[i] for name, arrays in columns.items()}, parameters)
+            Request({name: arrays[i] for name, arrays in columns.items()}, parameters, traces and traces[i])
             for i, parameters in enumerate(frame["parameters"])
         ]
 
@@ -327,8 +365,11 @@ class Worker:
         request, then ``done`` (or ``error``). Between steps it takes the front's frames: ``cancel`` closes a
         request's stream (the client went away), and once every stream is closed the function is stopped."""
         batch_id, front, started = frame["id"], frame["front"], time.perf_counter()
+        marks = [time.monotonic_ns()] if "trace" in frame else None
         try:
             requests = self._requests(frame)
+            if marks is not None:
+                marks.append(time.monotonic_ns())
             open_ = set(range(len(requests)))
             with closing(self._steps(self.fn(requests))) as steps:
                 for step in steps:
@@ -339,10 +380,11 @@ class Worker:
         except (_Stopping, Terminated):
             raise
         except BaseException as exc:
-            self.channel.send(self._error_frame(batch_id, exc), front)
+            self.channel.send(_timed(self._error_frame(batch_id, exc), marks), front)
             return
         compute_us = int((time.perf_counter() - started) * 1e6)
-        self.channel.send({"op": "done", "id": batch_id, "compute_us": compute_us}, front)
+        done = {"op": "done", "id": batch_id, "compute_us": compute_us}
+        self.channel.send(done if marks is None else _timed(done, marks), front)
 
     def _steps(self, result: Any) -> Generator[Any, None, None]:
         """The steps of a decoupled function's result: a generator's items (async ones driven on the worker's
@@ -376,8 +418,11 @@ class Worker:
         if not index and not ended:
             return
         outputs = self._collect([step[i] for i in index], [requests[i] for i in index]) if index else {}
-        descriptors = {name: write_group(self.arena, arrays) for name, arrays in outputs.items()}
+        buffers: list[Any] = []
+        descriptors = {name: self._write(arrays, buffers) for name, arrays in outputs.items()}
         partial_ = {"op": "partial", "id": batch_id, "index": index, "ended": ended, "outputs": descriptors}
+        if buffers:
+            partial_["buffers"] = buffers
         self.channel.send(partial_, front)
         open_.difference_update(ended)
 
@@ -451,7 +496,11 @@ class Worker:
     def _output(self, tensor: Tensor, response: Mapping[str, Any], request: Request) -> np.ndarray:
         label = f"output {tensor.name!r} of {self.spec.label}"
         if tensor.name not in response:
-            raise OutputValidationError(f"{label}: missing from the function's response (got {sorted(response)})")
+            declared = [t.name for t in self.spec.outputs]
+            raise OutputValidationError(
+                f"{label}: missing from the function's response, which has {sorted(response)}; the model declares "
+                f"outputs {declared} (bind(outputs=...)), and the function must return each by that name"
+            )
         value = response[tensor.name]
         if is_torch_tensor(value):
             try:
@@ -470,7 +519,7 @@ class Worker:
             kind, message = type(exc).__name__, text if label in text else f"{label}: {text}"
         else:
             kind, message = ModelExecutionError.__name__, f"{label}: {type(exc).__name__}{': ' if text else ''}{text}"
-        self.failures.record(exc, time.monotonic())
+        self.failures.record(exc, time.monotonic(), _mistake_hint(self.fn, exc))
         return {"op": "error", "id": batch_id, "type": kind, "message": message, "traceback": user_traceback(exc)}
 
     def close(self) -> None:
@@ -489,9 +538,11 @@ class FailureLog:
     """Logs a model's failures without flooding the log (or a notebook's cells).
 
     The first failure is logged at ERROR with the traceback of the user's code (pybind_serve's own frames
-    left out); later ones at most once per ``interval_s``, saying how many failed in between; the rest at
-    DEBUG. A failure the client caused (an `InferenceError` with a 4xx status, e.g. `InvalidInputError`
-    raised by the function) is the client's to see, and only ever logged at DEBUG.
+    left out: a failure of ours, such as an output the function did not return, is its message alone; the whole
+    traceback goes to DEBUG) and, for a common mistake, what to do (``hint``); later ones at most once per
+    ``interval_s``, saying how many failed in between; the rest at DEBUG. A failure the client caused (an
+    `InferenceError` with a 4xx status, e.g. `InvalidInputError` raised by the function) is the client's to
+    see, and only ever logged at DEBUG.
     """
 
     def __init__(self, label: str, interval_s: float = 30.0) -> None:
@@ -499,8 +550,9 @@ class FailureLog:
         self._last_logged: float | None = None
         self._suppressed = 0
 
-    def record(self, exc: BaseException, now: float) -> None:
-        """Log ``exc`` (the exception being handled) as one failure of the model, at ``now`` (monotonic)."""
+    def record(self, exc: BaseException, now: float, hint: str = "") -> None:
+        """Log ``exc`` (the exception being handled) as one failure of the model, at ``now`` (monotonic), with
+        ``hint`` (what to do about it) after the traceback."""
         if isinstance(exc, InferenceError) and exc.http_status < 500:
             log.debug("%s refused a request: %s", self.label, exc)
             return
@@ -510,18 +562,67 @@ class FailureLog:
             return
         since = f" ({self._suppressed} more failures since the last report)" if self._suppressed else ""
         quiet = f"; further failures in the next {self.interval_s:g} s are logged at DEBUG"
-        log.error("%s failed%s%s:\n%s", self.label, since, quiet, user_traceback(exc))
+        log.error("%s failed%s%s:\n%s%s", self.label, since, quiet, user_traceback(exc), f"\n{hint}" if hint else "")
+        log.debug("%s failed; the whole traceback:", self.label, exc_info=exc)
         self._last_logged, self._suppressed = now, 0
 
 
 def user_traceback(exc: BaseException) -> str:
-    """The traceback of ``exc`` without pybind_serve's own frames, unless those are all there is; a long
-    message is cut (`client_message`)."""
+    """The traceback of ``exc`` (and of the exceptions it chains) without pybind_serve's own frames: the user's
+    code and the exception, or the exception alone when it came from our frames only (a decorator's or the
+    worker's check of what the function returned). A long message is cut (`client_message`)."""
     error = traceback.TracebackException.from_exception(exc)
-    theirs = [frame for frame in error.stack if not frame.filename.startswith(_PACKAGE_DIR)]
-    if theirs:
-        error.stack = traceback.StackSummary.from_list(theirs)
+    seen: set[int] = set()
+    pending = [error]
+    while pending:  # the exception and its causes and contexts: each keeps the user's frames only
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        theirs = [frame for frame in current.stack if not frame.filename.startswith(_PACKAGE_DIR)]
+        current.stack = traceback.StackSummary.from_list(theirs)
+        pending += [chained for chained in (current.__cause__, current.__context__) if chained is not None]
     return client_message("".join(error.format()).rstrip("\n"), 4 * MAX_MESSAGE_CHARS)
+
+
+_UNDECORATED = (
+    "the function is called with one argument, the batch's list of `Request` (each a mapping of input name to "
+    "array), and returns one dict of outputs per request; to take the inputs by name as arrays, decorate it "
+    "with @batch (the whole batch at once) or @sample (one request at a time)"
+)
+
+
+def _mistake_hint(fn: Any, exc: BaseException) -> str:
+    """What to do about a failure that is a common mistake, or "": a function written for ``@batch`` bound without
+    it (it could not take the list of requests, or it treated that list as an array)."""
+    if not isinstance(exc, (TypeError, AttributeError)) or _decorated(fn):
+        return ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if all(frame.filename.startswith(_PACKAGE_DIR) for frame in frames):  # the call itself failed...
+        try:
+            inspect.signature(fn).bind([])
+        except TypeError:  # ...because the function cannot take one positional argument
+            return f"Hint: {_UNDECORATED}."
+        except ValueError:  # no signature to read
+            return ""
+        return ""
+    if re.search(r"\blist\b", str(exc)):  # "'list' object has no attribute 'shape'", "list indices must be..."
+        return f"Hint: if the function expected arrays, it got a list: {_UNDECORATED}."
+    return ""
+
+
+def _decorated(fn: Any) -> bool:
+    """Whether ``fn`` (or the ``__call__`` of a bound class's instance) is wrapped by a decorator (ours are
+    wrapt's): then it does not see the list of requests itself."""
+    wrappers = (wrapt.FunctionWrapper, wrapt.BoundFunctionWrapper)
+    return isinstance(fn, wrappers) or isinstance(inspect.getattr_static(fn, "__call__", None), wrappers)
+
+
+def _timed(answer: dict[str, Any], marks: list[int] | None) -> dict[str, Any]:
+    """A traced batch's answer with its times (``marks`` and now); an untraced one's as it is."""
+    if marks is not None:
+        answer["times"] = [*marks, time.monotonic_ns()]
+    return answer
 
 
 async def _awaited(awaitable: Any) -> Any:
@@ -532,6 +633,11 @@ def _frame_rows(frame: dict[str, Any]) -> int:
     """The rows of a batch frame: the sum of its requests' first dimensions."""
     first = next(iter(frame["inputs"].values()))
     return sum(shape[0] if shape else 1 for shape in first["shapes"])
+
+
+def _receive(sock: Any, inline: bool) -> Any:
+    """A socket's next message: its parts (fronts on another host), else its one frame."""
+    return sock.recv_multipart(copy=False) if inline else sock.recv()
 
 
 def _forget(running: dict[tuple[int, int], Any], key: tuple[int, int], _: Any) -> None:

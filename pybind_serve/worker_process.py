@@ -43,7 +43,7 @@ from .transport.channel import WorkerChannel
 from .transport.shm import Arena, segment_prefix
 from .worker import ModelFunction, Terminated, Worker, user_traceback
 
-__all__ = ["Job", "ProcessHandle", "Site", "fork", "run_thread", "spawn", "spawned_main"]
+__all__ = ["Job", "ProcessHandle", "Site", "dumps", "fork", "run_thread", "serve_job", "spawn", "spawned_main"]
 
 log = logging.getLogger("pybind_serve")
 
@@ -75,7 +75,7 @@ class Job:
     visible_devices: str | None = None  # CUDA_VISIBLE_DEVICES of a spawned worker; None: left as it is
 
 
-def _serve(job: Job, channel: WorkerChannel, pid: int | None) -> bool:
+def serve_job(job: Job, channel: WorkerChannel, pid: int | None) -> bool:
     """Build the job's function, run its warmups, and serve it until stopped; False if the build or a warmup
     failed (the front was told)."""
     enter(job.context)
@@ -102,10 +102,16 @@ def run_thread(job: Job, stop_fd: int) -> None:
     # A context of its own: if the function never returns, the owner's context can still be terminated.
     context: zmq.Context[Any] = zmq.Context()
     try:
-        _serve(job, WorkerChannel(context, job.site.endpoints, job.identity, stop_fd), None)
+        serve_job(job, WorkerChannel(context, job.site.endpoints, job.identity, stop_fd), None)
     finally:
         os.close(stop_fd)
         context.term()
+
+
+STOP_SIGNAL = signal.SIGUSR2
+"""How the supervisor stops a worker process (then SIGKILL after a grace). Not SIGTERM, which workers ignore: a
+SIGTERM sent to the whole process group or cgroup (systemd's default ``KillMode``, an init forwarding to the
+group, ``kill -TERM -<pgid>``) would end them mid-batch while the owner, which got it too, drains."""
 
 
 def _raise_terminated(*_: Any) -> None:
@@ -113,15 +119,16 @@ def _raise_terminated(*_: Any) -> None:
 
 
 def _run_process(job: Job, parent: int) -> None:
-    """A worker process's body; it ends on SIGTERM, and when the lifeline says the owner is gone."""
+    """A worker process's body; it ends on `STOP_SIGNAL`, and when the lifeline says the owner is gone."""
     die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the owner, which stops us in order
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # so does a SIGTERM to the whole group: see STOP_SIGNAL
+    signal.signal(STOP_SIGNAL, _raise_terminated)
     context: zmq.Context[Any] = zmq.Context()
     served = True
     try:
         channel = WorkerChannel(context, job.site.endpoints, job.identity, job.site.lifeline_fd)
-        served = _serve(job, channel, os.getpid())
+        served = serve_job(job, channel, os.getpid())
     except Terminated:
         pass
     finally:
@@ -178,7 +185,7 @@ class ProcessHandle:
             self._popen.kill()
 
 
-def _dumps(obj: Any) -> bytes:
+def dumps(obj: Any) -> bytes:
     """``obj`` pickled by cloudpickle, wrapt's function wrappers (our decorators: `batch` ...) kept as wrappers:
     they pass for the function they wrap, which cloudpickle would pickle in their place."""
     import cloudpickle  # only a binding process that spawns workers needs it
@@ -201,7 +208,7 @@ def _rewrap(wrapped: Any, wrapper: Any) -> Any:
 def spawn(job: Job) -> ProcessHandle:
     """Start a fresh interpreter for ``job``; its function must be picklable by cloudpickle."""
     try:
-        payload = _dumps((job, os.getpid()))
+        payload = dumps((job, os.getpid()))
     except Exception as exc:
         raise TypeError(f"{job.spec.label}: the function cannot be sent to a new worker process: {exc}") from exc
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}

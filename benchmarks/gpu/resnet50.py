@@ -254,7 +254,12 @@ def main() -> None:
     parser.add_argument("--fronts", type=int, default=1, help="front processes (Serve(fronts=N))")
     parser.add_argument("--paths", default="http,grpc", help="protocols to serve over")
     parser.add_argument("--no-shm", action="store_true", help="only the network paths (tensors in the requests)")
-    parser.add_argument("--out", type=Path, default=HERE.parent / "results")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=HERE.parent / "results" / "local",
+        help="results folder (default benchmarks/results/local, which git ignores)",
+    )
     parser.add_argument("--name", default="gpu_resnet50", help="results file stem")
     args = parser.parse_args()
 

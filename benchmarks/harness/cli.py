@@ -24,7 +24,8 @@ from .runner import Plan, run_all, stderr
 from .scenarios import KINDS, plan
 from .systems import ANCHORS, BASELINE, ROOT, SYSTEMS, Tools, baseline
 
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = ROOT / "benchmarks" / "results"  # the figures kept in the repository, written only when asked (--out)
+LOCAL_RESULTS = RESULTS / "local"  # a run's own, by default: git ignores it
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,13 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument("--identity-mib", type=float, help="scenario b tensor size (16; smoke 1)")
     parser.add_argument("--systems", help=f"comma-separated, of {','.join(SYSTEMS)} (all; smoke pybind_serve)")
     parser.add_argument("--scenarios", default="a,b,c,d,e", help="comma-separated, of a,b,c,d,e (all)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (benchmarks/results)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=LOCAL_RESULTS,
+        help="results folder (benchmarks/results/local, which git ignores; --out benchmarks/results to update the "
+        "figures kept in the repository)",
+    )
     parser.add_argument("--name", help="results file stem (suite; smoke suite-smoke)")
     parser.add_argument("--no-setup", dest="setup", action="store_false", help="install nothing; skip what is missing")
     parser.add_argument("--perf-analyzer", help="a working perf_analyzer binary (else $PERF_ANALYZER, PATH, ...)")
@@ -97,13 +104,14 @@ def parse(argv: list[str] | None) -> Options:
 
 
 def anchor_python(options: Options) -> str | None:
-    """The anchors' interpreter, with PyTriton and LitServe; ``setup.sh`` installs them when missing."""
+    """The anchors' interpreter, with PyTriton and LitServe; ``benchmarks/anchors/setup.sh`` installs them when
+    missing."""
     python = options.anchor_venv / "bin" / "python"
     if has_anchors(python):
         return str(python)
     setup = ANCHORS / "setup.sh"
-    if not (options.setup and setup.exists()):
-        stderr(f"no anchors in {options.anchor_venv} (and no setup): PyTriton and LitServe are skipped")
+    if not options.setup:
+        stderr(f"no anchors in {options.anchor_venv} (--no-setup): PyTriton and LitServe are skipped")
         return None
     stderr(f"installing the anchors into {options.anchor_venv} with {setup} (about a minute)")
     env = {**os.environ, "ANCHOR_VENV": str(options.anchor_venv)}
@@ -146,9 +154,6 @@ def resolve(options: Options) -> tuple[Tools, list[str]]:
     wanted = [name for name in options.systems if SYSTEMS[name].needs_anchors]
     python = anchor_python(options) if wanted else None
     systems = [name for name in options.systems if python or not SYSTEMS[name].needs_anchors]
-    if "ceiling" in systems and not (ANCHORS / "ceiling_app.py").exists():
-        stderr(f"no {ANCHORS / 'ceiling_app.py'}: the ceiling is skipped")
-        systems.remove("ceiling")
     env = anchor_env(python) if python else {}
     return Tools(find_perf_analyzer(options), python, env), systems
 

@@ -1,5 +1,5 @@
-"""PyTriton (the anchor) serving the suite's models as ../shared/anchors/pytriton_models.py does (add_sub,
-sleepy, identity), on the ports given. Run by the anchors' virtualenv, so it imports nothing of ours.
+"""PyTriton (the anchor) serving the suite's models (add_sub, sleepy, identity) on the ports given. Run by the
+anchors' virtualenv (benchmarks/anchors/setup.sh), so it imports nothing of ours.
 
     python pytriton_server.py --http-port P --grpc-port P --metrics-port P --handshake-fd FD [--sleepy-ms 20]
 

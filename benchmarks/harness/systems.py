@@ -13,7 +13,7 @@ from .scenarios import SLEEPY_MAX_BATCH, SLEEPY_MS, kserve_body, sample_inputs
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-ANCHORS = ROOT.parent / "shared" / "anchors"  # the shared folder laid beside the repository
+ANCHORS = ROOT / "benchmarks" / "anchors"  # setup.sh (installs the anchors) and the ceiling's app
 OURS = "pybind_serve"
 
 

@@ -38,10 +38,7 @@ def main() -> None:
     ports = {"http_port": args.http_port, "grpc_port": args.grpc_port, "metrics_port": args.metrics_port}
     with Serve(host=args.host, **ports) as serve:
         bind(serve)
-        serve.run()
-        where = f"{serve.http_url} and gRPC {serve.grpc_url} (metrics: {serve.metrics_url})"
-        print(f"serving add_sub at {where}; Ctrl-C stops", flush=True)
-        serve.serve()
+        serve.serve()  # prints where it listens; Ctrl-C or SIGTERM stops it
 
 
 if __name__ == "__main__":

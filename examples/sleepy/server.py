@@ -42,9 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     with Serve(http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port) as serve:
         bind(serve, args.ms)
-        serve.run()
-        print(f"serving sleepy ({args.ms:g} ms per batch) at {serve.http_url}; Ctrl-C stops", flush=True)
-        serve.serve()
+        serve.serve()  # prints where it listens; Ctrl-C or SIGTERM stops it
 
 
 if __name__ == "__main__":

@@ -1,39 +1,26 @@
-"""Streams reverse_words' answer word by word over gRPC with tritonclient, as it is generated:
+"""Streams reverse_words' answer word by word over gRPC, as it is generated, with pybind_serve's own client:
 ``python examples/streaming/client.py "the quick brown fox"``.
 
-``triton_enable_empty_final_response`` asks the server for an empty last response with
-``triton_final_response`` set, so the client knows the stream is over however many words came.
+`DecoupledModelClient` calls gRPC ``ModelStreamInfer`` and yields the outputs of each response as it comes; the
+iteration ends with the server's final response. ``client_tritonclient.py`` beside this file does the same with
+NVIDIA's ``tritonclient``.
 """
 
 from __future__ import annotations
 
 import argparse
-import queue
-from typing import Any
 
-import numpy as np
-import tritonclient.grpc as grpcclient
+from pybind_serve.client import DecoupledModelClient
 
 
 def stream_words(url: str, prompt: str) -> list[str]:
     """The words of the model's answer to ``prompt``, printed as each one arrives."""
-    answers: queue.Queue[Any] = queue.Queue()
-    text = grpcclient.InferInput("text_input", [1, 1], "BYTES")
-    text.set_data_from_numpy(np.array([[prompt.encode()]], dtype=object))
     words = []
-    with grpcclient.InferenceServerClient(url) as client:
-        client.start_stream(callback=lambda result, error: answers.put(error or result))
-        client.async_stream_infer("reverse_words", [text], enable_empty_final_response=True)
-        while True:
-            answer = answers.get(timeout=30)
-            if isinstance(answer, Exception):
-                raise answer
-            if answer.get_response().parameters["triton_final_response"].bool_param:
-                break
-            word = answer.as_numpy("text_output").item().decode()
+    with DecoupledModelClient(f"grpc://{url}", "reverse_words", timeout_s=30) as client:
+        for outputs in client.infer_sample(text_input=[prompt.encode()]):  # one sample: the batch axis is added
+            word = outputs["text_output"].item().decode()
             print(word, flush=True)
             words.append(word)
-        client.stop_stream()
     return words
 
 

@@ -5,7 +5,8 @@ token per decoding step. Requests that arrive together are batched: each step yi
 request of the batch, and each request's stream ends when its own words run out, while the others go on.
 
 Run ``python examples/streaming/server.py`` (HTTP 8000, gRPC 8001, metrics 8002), then
-``python examples/streaming/client.py "the quick brown fox"`` (gRPC stream with tritonclient) or
+``python examples/streaming/client.py "the quick brown fox"`` (a gRPC stream; ``client_tritonclient.py`` does
+the same with tritonclient) or
 ``curl -N localhost:8000/v2/models/reverse_words/generate_stream -d '{"text_input": "the quick brown fox"}'``.
 """
 
@@ -54,9 +55,7 @@ def main() -> None:
     ports = {"http_port": args.http_port, "grpc_port": args.grpc_port, "metrics_port": args.metrics_port}
     with Serve(host=args.host, **ports) as serve:
         bind(serve, args.delay_ms)
-        serve.run()
-        print(f"serving reverse_words at {serve.http_url} and gRPC {serve.grpc_url}; Ctrl-C stops", flush=True)
-        serve.serve()
+        serve.serve()  # prints where it listens; Ctrl-C or SIGTERM stops it
 
 
 if __name__ == "__main__":

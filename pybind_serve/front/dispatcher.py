@@ -16,6 +16,10 @@ cancelled in the worker too, which stops the function once no request of the bat
 With ``execution_timeout_s``, a batch whose answer (for a decoupled model: whose next answer) does not come in
 time fails with `ExecutionTimeoutError`. A worker process is then killed (its supervisor starts a new one); a
 worker thread of the binding process cannot be, so it stops counting as ready until its late answer comes.
+
+While traced requests are in flight (`trace_spans.Tracer.active`), a batch with any of them carries each request's
+``traceparent`` (``trace``: None for those not traced); the worker then answers with its times (``times``), which
+go to each traced request's trace (`trace_export.RequestTrace`), as does when its batch was sent.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,9 +50,13 @@ from ..metrics import Metrics, ModelStats
 from ..protocol.messages import InferRequest
 from ..scheduler import Pending
 from ..transport.frames import block_of, read_group, write_group
+from ..transport.inline import pack_group, shm_blocks, unpack_group
 from ..transport.shm import Arena, SegmentMap
 from .job import Job
 from .models import ModelEntry
+
+if TYPE_CHECKING:
+    from .trace_spans import Tracer
 
 __all__ = ["Dispatcher"]
 
@@ -70,6 +78,8 @@ class _Flight:
     answers: asyncio.Queue[dict[str, Any]]
     stats: ModelStats
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    input_us: int = 0  # how long writing its inputs took
+    traced: bool = False  # some of its requests are traced: the worker reports its times
 
 
 @dataclass(eq=False)
@@ -83,13 +93,15 @@ class _Worker:
     waiting: set[asyncio.Task[None]] = field(default_factory=set)  # those waiting for a batch to send
     inflight: set[int] = field(default_factory=set)  # its batches sent and not yet answered
     compute_s: float = 0.0  # how long its batches took lately (a moving average of the answers' compute_us)
+    inline: bool = False  # on another host: tensor bytes travel in the messages (`transport.inline`), not in shm
 
 
 class Dispatcher:
     """The workers known to the front and the batches in flight to them."""
 
-    def __init__(self, arena: Arena, send: Send, metrics: Metrics) -> None:
+    def __init__(self, arena: Arena, send: Send, metrics: Metrics, tracer: Tracer | None = None) -> None:
         self._arena, self._send, self._metrics = arena, send, metrics
+        self._tracer = tracer
         self._segments = SegmentMap()
         self._workers: dict[bytes, _Worker] = {}
         self._inflight: dict[int, _Flight] = {}  # by batch id
@@ -110,30 +122,65 @@ class Dispatcher:
         return self._sent
 
     def register(
-        self, identity: bytes, entry: ModelEntry, segments: str, pid: int | None = None, slots: int = 1
+        self,
+        identity: bytes,
+        entry: ModelEntry,
+        segments: str,
+        pid: int | None = None,
+        slots: int = 1,
+        inline: bool = False,
     ) -> None:
-        """A worker said hello: start feeding it batches of its model, ``slots`` at once."""
+        """A worker said hello: start feeding it batches of its model, ``slots`` at once (``inline``: it is on
+        another host, and gets the tensor bytes in the messages)."""
         self.remove(identity, "was replaced by a new worker of the same identity")
-        worker = _Worker(identity, entry, segments, pid, max(slots, 1))
+        worker = _Worker(identity, entry, segments, pid, max(slots, 1), inline=inline)
         loop = asyncio.get_running_loop()
         worker.tasks = [loop.create_task(self._drive(worker)) for _ in range(worker.slots)]
         self._workers[identity] = worker
         entry.add_worker(identity.decode())
 
-    def remove(self, identity: bytes, why: str) -> None:
-        """Forget a worker (it died, or its model was unloaded); its batch in flight fails."""
+    def remove(self, identity: bytes, why: str, retry: bool = False) -> None:
+        """Forget a worker (it died, or its model was unloaded); its batch in flight fails, unless ``retry`` (it was
+        lost through no fault of its batch: its node died) and the model has other workers here: then the batch's
+        requests go back to the head of the queue, once each, for another worker (not a decoupled model's, which
+        may have streamed responses already)."""
         worker = self._workers.pop(identity, None)
         if worker is None:
             return
         worker.entry.remove_worker(identity.decode(), f"its worker {why}")
+        retry = retry and bool(worker.entry.workers) and not worker.entry.spec.config.decoupled
         for batch_id in worker.inflight:
             flight = self._inflight.get(batch_id)
             if flight is not None:
                 message = f"{worker.entry.spec.label}: the worker {why}; the batch was lost"
-                flight.answers.put_nowait({"op": "error", "type": WorkerDiedError.__name__, "message": message})
+                lost = {"op": "error", "type": WorkerDiedError.__name__, "message": message, "retry": retry}
+                flight.answers.put_nowait(lost)
         for task in worker.waiting:  # those with a batch in flight end once it has landed
             task.cancel()
         self._segments.forget(worker.segments)
+
+    async def drain(self, identity: bytes, timeout_s: float) -> bool:
+        """Take a worker out of service gently (its model scales down): no new batch goes to it, and its batches in
+        flight are answered (those still out after ``timeout_s`` fail as if it died); then it is forgotten. False,
+        and nothing done, when it is its model's last worker here."""
+        worker = self._workers.get(identity)
+        if worker is None:
+            return True
+        if len(worker.entry.workers) <= 1:
+            return False
+        del self._workers[identity]  # from now on its tasks take no batch, and end once theirs have landed
+        worker.entry.remove_worker(identity.decode(), "its worker was drained")
+        for task in worker.waiting:
+            task.cancel()
+        if worker.tasks:
+            await asyncio.wait(worker.tasks, timeout=timeout_s)
+        self._workers[identity] = worker
+        self.remove(identity, f"was drained and did not finish its batches within {timeout_s:g} s")
+        return True
+
+    def busy_workers(self, entry: ModelEntry) -> int:
+        """How many of a model's workers have a batch in flight."""
+        return sum(1 for w in self._workers.values() if w.entry is entry and w.inflight)
 
     def fail_all(self, error: UnavailableError) -> None:
         """Answer every request of every batch out to a worker with ``error`` (the server stops before they
@@ -161,8 +208,8 @@ class Dispatcher:
         flight = self._inflight.get(frame["id"])
         if flight is not None:
             flight.answers.put_nowait(frame)
-        elif frame.get("outputs"):
-            self._send(identity, {"op": "free", "blocks": [list(d["block"]) for d in frame["outputs"].values()]})
+        elif blocks := shm_blocks(frame.get("outputs") or {}):
+            self._send(identity, {"op": "free", "blocks": blocks})
 
     async def _drive(self, worker: _Worker) -> None:
         scheduler = worker.entry.scheduler
@@ -198,10 +245,16 @@ class Dispatcher:
         self._sent += 1
         worker.inflight.add(flight.batch_id)
         try:
-            flight.inputs = self._write_inputs(live)
-            stats.input_us += int((time.monotonic() - started) * 1e6) * len(live)
+            buffers: list[Any] | None = [] if worker.inline else None
+            flight.inputs = self._write_inputs(live, buffers)
+            flight.input_us = int((time.monotonic() - started) * 1e6)
+            stats.input_us += flight.input_us * len(live)
             parameters = [p.payload.request.parameters for p in live]
             frame = {"op": "batch", "id": flight.batch_id, "inputs": flight.inputs, "parameters": parameters}
+            if buffers is not None:  # no shared memory to free once it is answered
+                frame["buffers"], flight.inputs = buffers, {}
+            if self._tracer is not None and self._tracer.active:
+                flight.traced = _traced(frame, live, started)
             self._send(worker.identity, frame)
         except Exception as exc:  # e.g. /dev/shm full: fail this batch, keep serving
             self._failed(worker, flight, exc)
@@ -224,7 +277,7 @@ class Dispatcher:
                 if reply is not _TIMED_OUT:
                     # the worker is free: keep it busy while we answer
                     following = following or self._launch_ready(worker)
-                    self._deliver(worker, flight.live, reply, flight.stats)
+                    self._deliver(worker, flight, reply)
         except Exception as exc:
             self._failed(worker, flight, exc)
         except BaseException:  # cancelled: forget the batch, free its inputs
@@ -279,8 +332,12 @@ class Dispatcher:
         return self._launch(worker, batch) if batch else None
 
     def _failed(self, worker: _Worker, flight: _Flight, exc: Exception) -> None:
-        log.exception("sending a batch of %s failed", worker.entry.spec.label, exc_info=exc)
-        _fail(flight.live, InternalServerError(f"{worker.entry.spec.label}: sending the batch failed: {exc!r}"))
+        if isinstance(exc, InferenceError):  # e.g. SharedMemoryFullError: it says what happened and what to do
+            log.warning("%s: %s", worker.entry.spec.label, exc)
+            _fail(flight.live, type(exc)(f"{worker.entry.spec.label}: {exc}"))
+        else:
+            log.exception("sending a batch of %s failed", worker.entry.spec.label, exc_info=exc)
+            _fail(flight.live, InternalServerError(f"{worker.entry.spec.label}: sending the batch failed: {exc!r}"))
         self._done(worker, flight)
 
     def _done(self, worker: _Worker, flight: _Flight) -> None:
@@ -290,21 +347,33 @@ class Dispatcher:
             self._arena.free(block_of(desc))
         flight.inputs = {}
 
-    def _write_inputs(self, live: list[Pending[Job]]) -> dict[str, dict[str, Any]]:
+    def _write_inputs(self, live: list[Pending[Job]], buffers: list[Any] | None) -> dict[str, dict[str, Any]]:
+        """The batch's input tensors written into the arena, or (``buffers`` given) appended to them."""
         first: InferRequest = live[0].payload.request
+        if buffers is not None:
+            return {name: pack_group([p.payload.request.inputs[name] for p in live], buffers) for name in first.inputs}
         return {name: write_group(self._arena, [p.payload.request.inputs[name] for p in live]) for name in first.inputs}
 
-    def _deliver(self, worker: _Worker, live: list[Pending[Job]], reply: dict[str, Any], stats: ModelStats) -> None:
+    def _deliver(self, worker: _Worker, flight: _Flight, reply: dict[str, Any]) -> None:
+        live, stats = flight.live, flight.stats
+        if flight.traced:
+            _computed(live, reply)
         if reply["op"] == "error":
             log.debug("%s", reply.get("traceback", ""))
+            if reply.get("retry"):  # its worker was lost with its node: another runs what was not retried yet
+                again, live = [p for p in live if not p.retries], [p for p in live if p.retries]
+                worker.entry.scheduler.requeue(again)
             _fail(live, from_wire(reply["type"], reply["message"]))
             return
-        stats.batch(sum(p.rows for p in live))  # as Triton: executions that failed are not inferences
-        stats.infer_us += reply["compute_us"] * len(live)
-        worker.compute_s += (reply["compute_us"] / 1e6 - worker.compute_s) * _AVERAGING
+        rows, compute_us = sum(p.rows for p in live), reply["compute_us"]
+        stats.batch(rows)  # as Triton: executions that failed are not inferences
+        stats.infer_us += compute_us * len(live)
+        worker.compute_s += (compute_us / 1e6 - worker.compute_s) * _AVERAGING
         started = time.monotonic()
-        self._hand_out(worker, reply["outputs"], live, _respond)
-        stats.output_us += int((time.monotonic() - started) * 1e6) * len(live)
+        self._hand_out(worker, reply["outputs"], live, _respond, reply.get("buffers"))
+        output_us = int((time.monotonic() - started) * 1e6)
+        stats.output_us += output_us * len(live)
+        stats.executed(rows, flight.input_us, compute_us, output_us)
 
     def _next_answer(self, worker: _Worker, flight: _Flight) -> Awaitable[dict[str, Any]]:
         """The worker's next answer to a batch, or `_TIMED_OUT` once ``execution_timeout_s`` passed first (then
@@ -359,7 +428,7 @@ class Dispatcher:
 
     def _release(self, worker: _Worker, descriptors: dict[str, dict[str, Any]]) -> None:
         """Let the worker reuse the blocks of outputs that are handed out, or that nobody waits for any more."""
-        blocks = [list(desc["block"]) for desc in descriptors.values()]
+        blocks = shm_blocks(descriptors)
         if blocks and self._workers.get(worker.identity) is worker:
             self._send(worker.identity, {"op": "free", "blocks": blocks})
 
@@ -370,15 +439,19 @@ class Dispatcher:
             pending.future.add_done_callback(partial(self._cancel_in_worker, worker, flight.batch_id, index))
         while (reply := await self._next_answer(worker, flight))["op"] in ("partial", "started"):
             if reply["op"] == "partial":
-                self._hand_out(worker, reply["outputs"], [live[i] for i in reply["index"]], _emit)
+                self._hand_out(worker, reply["outputs"], [live[i] for i in reply["index"]], _emit, reply.get("buffers"))
                 _end(live[i] for i in reply["ended"])
         if reply is _TIMED_OUT:
             return
         if reply["op"] == "error":
-            self._deliver(worker, live, reply, flight.stats)
+            self._deliver(worker, flight, reply)
             return
-        flight.stats.batch(sum(p.rows for p in live))
+        if flight.traced:
+            _computed(live, reply)
+        rows = sum(p.rows for p in live)
+        flight.stats.batch(rows)
         flight.stats.infer_us += reply["compute_us"] * len(live)
+        flight.stats.executed(rows, flight.input_us, reply["compute_us"], 0)  # its outputs went out as they came
         _end(live)
 
     def _cancel_in_worker(
@@ -396,10 +469,15 @@ class Dispatcher:
         descriptors: dict[str, dict[str, Any]],
         targets: list[Pending[Job]],
         hand: Callable[[Pending[Job], dict[str, np.ndarray]], None],
+        buffers: list[Any] | None = None,
     ) -> None:
-        """Give each target its row of the outputs (views into the worker's memory), then free that memory."""
+        """Give each target its row of the outputs (views into the worker's memory, or into the answer's
+        ``buffers`` from a worker on another host), then free that memory."""
         try:
-            columns = {name: read_group(self._segments, desc) for name, desc in descriptors.items()}
+            if buffers is None:
+                columns = {name: read_group(self._segments, desc) for name, desc in descriptors.items()}
+            else:
+                columns = {name: unpack_group(desc, buffers) for name, desc in descriptors.items()}
             for i, pending in enumerate(targets):
                 if not pending.future.done():
                     hand(pending, {name: arrays[i] for name, arrays in columns.items()})
@@ -441,6 +519,24 @@ def _end(streams: Iterable[Pending[Job]]) -> None:
     for pending in streams:
         if not pending.future.done():
             pending.future.set_result(None)
+
+
+def _traced(frame: dict[str, Any], live: list[Pending[Job]], started: float) -> bool:
+    """Give a batch frame the traceparent of each traced request (None for the others); whether it has any."""
+    traces = [pending.payload.trace for pending in live]
+    if all(trace is None for trace in traces):
+        return False
+    rows = sum(pending.rows for pending in live)
+    frame["trace"] = [trace.dispatched(started, rows, len(live)) if trace is not None else None for trace in traces]
+    return True
+
+
+def _computed(live: list[Pending[Job]], reply: dict[str, Any]) -> None:
+    """Hand the worker's times for a batch to its traced requests."""
+    times = reply.get("times")
+    for pending in live:
+        if pending.payload.trace is not None:
+            pending.payload.trace.computed(times)
 
 
 def _time_out(answers: asyncio.Queue[dict[str, Any]]) -> None:

@@ -44,17 +44,19 @@ from ..security import Guard, Restriction, Tls, forwarded_headers
 from ..spec import ModelSpec
 from . import inference, statistics
 from .access import grpc_group, grpc_refusal
+from .call_log import CallLog
 from .health import HealthServicer
 from .models import NO_REPOSITORY, Models
 from .readiness import Readiness
 from .regions import NO_CUDA, Regions, enabled
+from .runtime_settings import RuntimeSettings
 
 __all__ = ["EXTENSIONS", "GrpcOptions", "InferenceServicer", "start_server", "status_code"]
 
 log = logging.getLogger("pybind_serve.front")
 
 # Binary tensor data is the REST extension for what gRPC's raw contents always do, so it is not listed here.
-EXTENSIONS = ["model_configuration", "parameters", "schedule_policy", "statistics"]
+EXTENSIONS = ["logging", "model_configuration", "parameters", "schedule_policy", "statistics", "trace"]
 SHARED_MEMORY_EXTENSION = "system_shared_memory"
 
 _INFER_METHODS = ("ModelInfer", "ModelStreamInfer")
@@ -89,6 +91,7 @@ class GrpcOptions:
     restrictions: tuple[Restriction, ...] = ()  # endpoint groups that need a metadata key and value
     forward: str | None = None  # metadata keys matching this pattern become request parameters
     tls: Tls | None = None  # serve over TLS (grpcs)
+    access_log: bool = False  # a log line per call (`call_log`)
 
 
 def status_code(exc: BaseException) -> grpc.StatusCode:
@@ -102,9 +105,11 @@ async def start_server(
     readiness: Readiness,
     options: GrpcOptions,
     regions: Regions | None = None,
+    settings: RuntimeSettings | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Start serving on ``options.host:port``; the server and the port it listens on. ``regions``: the
-    registered system shared-memory regions (None: the extension is off).
+    registered system shared-memory regions (None: the extension is off); ``settings``: the trace and log
+    settings (None: those extensions are off, and nothing is traced).
 
     Raises `PortInUseError` when the port is taken, `StartupError` when it cannot be bound for another reason.
     """
@@ -118,11 +123,12 @@ async def start_server(
             ("grpc.server.max_pending_requests", MAX_WAITING_CALLS),
             ("grpc.server.max_pending_requests_hard_limit", MAX_WAITING_CALLS),
             ("grpc.max_metadata_size", options.max_metadata_bytes),
-        ]
+        ],
+        interceptors=[CallLog()] if options.access_log else None,
     )
     guard = Guard(options.restrictions)
     forward = re.compile(options.forward, re.IGNORECASE) if options.forward else None
-    servicer = InferenceServicer(models, metrics, readiness, options.server_version, regions, forward)
+    servicer = InferenceServicer(models, metrics, readiness, options.server_version, regions, forward, settings)
     _add_inference_servicer(servicer, server, guard)
     health = HealthServicer(readiness)
     # The "health" group covers grpc.health.v1 too: its methods are guarded as the inference service's are.
@@ -254,6 +260,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         server_version: str,
         regions: Regions | None = None,
         forward: re.Pattern[str] | None = None,
+        settings: RuntimeSettings | None = None,
     ) -> None:
         self._models, self._metrics = models, metrics
         self._forward = forward
@@ -261,6 +268,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._server_version = server_version
         self._regions = regions
         self._extensions = sorted([*EXTENSIONS, SHARED_MEMORY_EXTENSION]) if regions is not None else EXTENSIONS
+        if settings is None:
+            self._extensions = [name for name in self._extensions if name not in ("logging", "trace")]
+        self._settings = settings
+        self._tracer = settings.tracer if settings is not None else None
         self._parser = RequestParser()
 
     def decode_infer_request(self, data: bytes) -> Decoded:
@@ -332,29 +343,46 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: Decoded, context: Any) -> bytes:
         if isinstance(request, InvalidInputError):
             raise request
-        return await self._infer(request, self._forwarded(context))
+        return await self._infer(request, self._forwarded(context), self._traced(context))
 
-    async def _infer(self, received: grpc_codec.Received, forwarded: dict[str, str] | None = None) -> bytes:
+    async def _infer(
+        self,
+        received: grpc_codec.Received,
+        forwarded: dict[str, str] | None = None,
+        traced: inference.Traced | None = None,
+    ) -> bytes:
         """The serialized response, or the error to answer with; cancelling the task takes the request out of
         its queue."""
         message = received.message
         model = (message.model_name, message.model_version)
         if self._models.find(*model).spec.config.decoupled:
-            responses = self._responses(received, None, forwarded)
+            responses = self._responses(received, None, forwarded, traced)
             return await inference.single(responses, f"model {message.model_name!r}")
         parse = partial(self._parse, received, forwarded=forwarded)
         encode = grpc_codec.encode_infer_response
-        return await inference.infer(self._models, self._metrics, model, parse, encode, time.monotonic())
+        return await inference.infer(self._models, self._metrics, model, parse, encode, time.monotonic(), traced=traced)
 
     def _responses(
-        self, received: grpc_codec.Received, final: bool | None, forwarded: dict[str, str] | None = None
+        self,
+        received: grpc_codec.Received,
+        final: bool | None,
+        forwarded: dict[str, str] | None = None,
+        traced: inference.Traced | None = None,
     ) -> AsyncGenerator[bytes, None]:
         """Each serialized response to a request as it is ready (`inference.stream`)."""
         message = received.message
         model = (message.model_name, message.model_version)
         encode = partial(grpc_codec.encode_infer_response, final=final)
         parse = partial(self._parse, received, forwarded=forwarded)
-        return inference.stream(self._models, self._metrics, model, parse, encode, time.monotonic())
+        return inference.stream(self._models, self._metrics, model, parse, encode, time.monotonic(), traced)
+
+    def _traced(self, context: Any) -> inference.Traced | None:
+        """While tracing is on: `Tracer.start` with the call's ``traceparent`` and ``tracestate`` metadata."""
+        tracer = self._tracer
+        if tracer is None or not tracer.on:
+            return None
+        metadata = metadata_reader(context)
+        return partial(tracer.start, "grpc", metadata("traceparent"), metadata("tracestate"))
 
     async def ModelStreamInfer(
         self, requests: AsyncIterator[Decoded], context: Any
@@ -369,7 +397,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             forwarded = self._forwarded(context)
         except InvalidInputError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, client_message(exc))
-        stream = _Stream(partial(self._stream_answers, forwarded=forwarded))
+        stream = _Stream(partial(self._stream_answers, forwarded=forwarded, context=context))
         reader = asyncio.ensure_future(stream.read(requests))
         stopping = asyncio.ensure_future(self._readiness.stopping.wait())
         stopping.add_done_callback(lambda _: stream.stop_reading(reader))
@@ -383,7 +411,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is stopping; requests not answered above")
 
     async def _stream_answers(
-        self, received: Decoded, forwarded: dict[str, str] | None = None
+        self, received: Decoded, forwarded: dict[str, str] | None = None, context: Any = None
     ) -> AsyncGenerator[Answer, None]:
         """The answers to one request of a ModelStreamInfer call: its responses, each marked final or not
         (``triton_final_response``), or an error. A decoupled model's responses are all marked not final, as
@@ -394,7 +422,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         message = received.message
         try:
             decoupled = self._models.find(message.model_name, message.model_version).spec.config.decoupled
-            async with aclosing(self._responses(received, not decoupled, forwarded)) as responses:
+            traced = self._traced(context) if context is not None else None
+            async with aclosing(self._responses(received, not decoupled, forwarded, traced)) as responses:
                 async for response in responses:
                     yield grpc_codec.encode_stream_response(response)
         except InferenceError as exc:
@@ -461,6 +490,55 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.CudaSharedMemoryUnregisterRequest, context: Any
     ) -> pb.CudaSharedMemoryUnregisterResponse:
         return pb.CudaSharedMemoryUnregisterResponse()  # none is registered (perf_analyzer unregisters all first)
+
+    # Triton's trace and logging extensions (UNIMPLEMENTED where the front has no settings).
+
+    @_answering_errors
+    async def TraceSetting(self, request: pb.TraceSettingRequest, context: Any) -> pb.TraceSettingResponse:
+        changes = {name: _trace_value(name, list(setting.value)) for name, setting in request.settings.items()}
+        document = await self._runtime_settings().trace(request.model_name, changes)
+        value = pb.TraceSettingResponse.SettingValue
+        return pb.TraceSettingResponse(
+            settings={k: value(value=v if isinstance(v, list) else [str(v)]) for k, v in document.items()}
+        )
+
+    @_answering_errors
+    async def LogSettings(self, request: pb.LogSettingsRequest, context: Any) -> pb.LogSettingsResponse:
+        changes = {name: _log_value(setting) for name, setting in request.settings.items()}
+        document = await self._runtime_settings().logging(changes)
+        return pb.LogSettingsResponse(settings={k: _log_setting(v) for k, v in document.items()})
+
+    def _runtime_settings(self) -> RuntimeSettings:
+        if self._settings is None:
+            raise UnsupportedError("the trace and logging extensions are not served here")
+        return self._settings
+
+
+def _trace_value(name: str, values: list[str]) -> list[str] | str | None:
+    """A TraceSettingRequest value as the REST extension has it: ``trace_level`` a list, the others one string,
+    none a null (clear)."""
+    if not values:
+        return None
+    if name == "trace_level":
+        return values
+    if len(values) != 1:
+        raise InvalidInputError(f"trace setting {name!r} takes one value, got {values}")
+    return values[0]
+
+
+def _log_value(setting: Any) -> bool | int | str | None:
+    """A LogSettingsRequest value: whichever of bool_param, uint32_param, string_param was sent (none: null)."""
+    which = setting.WhichOneof("parameter_choice")
+    return None if which is None else getattr(setting, which)
+
+
+def _log_setting(value: Any) -> pb.LogSettingsResponse.SettingValue:
+    kind = pb.LogSettingsResponse.SettingValue
+    if isinstance(value, bool):
+        return kind(bool_param=value)
+    if isinstance(value, int):
+        return kind(uint32_param=value)
+    return kind(string_param=str(value))
 
 
 class _Stream:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..protocol.messages import InferRequest
+
+if TYPE_CHECKING:
+    from .trace_export import RequestTrace
 
 __all__ = ["Job"]
 
@@ -25,3 +28,4 @@ class Job:
     respond: Callable[[dict[str, np.ndarray]], Any]
     arrived: float
     emit: Callable[[Any], None] | None = None  # a decoupled model's responses, each as it is encoded
+    trace: RequestTrace | None = None  # its trace, when the request is traced (`trace_spans`)

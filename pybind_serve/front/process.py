@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import grpc
@@ -39,6 +40,7 @@ from starlette.routing import Route
 
 from ..errors import InferenceError, ModelNotFoundError, StartupError, UnavailableError
 from ..linux import trim_heap
+from ..logs import python_level
 from ..metrics import Metrics
 from ..protocol.shared_memory import RegionSpec
 from ..security import Restriction, Tls
@@ -46,18 +48,23 @@ from ..spec import ModelSpec
 from ..system_metrics import SystemMetrics
 from ..transport.channel import endpoint_path
 from ..transport.frames import decode, encode
+from ..transport.network import SECRET_ENV
 from ..transport.shm import Arena, front_tag, remove_segments_of
 from ..version import __version__
 from .connection_limits import ConnectionLimits, limited_protocol
 from .dispatcher import Dispatcher
 from .grpc_service import GrpcOptions, start_server
 from .health import Readiness
+from .log_settings import LogSettings
 from .models import Models
+from .network import NetworkPort
 from .peers import Peers
 from .regions import Regions, enabled
 from .remotes import Remote, Remotes
 from .response_cache import ResponseCache
 from .rest_app import HttpOptions, create_app
+from .runtime_settings import RuntimeSettings
+from .trace_spans import Tracer
 from .vertex_route import VertexRoute
 
 log = logging.getLogger("pybind_serve.front")
@@ -97,6 +104,9 @@ class FrontOptions:
     record: str | None = None  # the server's record for RemoteServe (`discovery`): a dead owner leaves it
     vertex_fd: int | None = None  # the Vertex AI port's socket (front 0 only)
     vertex_ai: dict[str, Any] | None = None  # `vertex_ai.VertexAI.to_wire`: its routes
+    tracing: dict[str, Any] | None = None  # `tracing.Tracing.to_wire`: OpenTelemetry traces of requests
+    access_log: bool = False  # a line per HTTP request (uvicorn's access log) and per gRPC call
+    network_endpoint: str | None = None  # ``tcp://host:port`` for workers on other hosts (`network.NetworkPort`)
 
 
 class _Server(uvicorn.Server):
@@ -122,7 +132,11 @@ class Front:
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.bind(options.endpoint)
         os.chmod(endpoint_path(options.endpoint), 0o600)  # only this user's processes may connect (RemoteServe too)
-        self.dispatcher = Dispatcher(self.arena, self.send, self.metrics)
+        self.network: NetworkPort | None = None  # workers on other hosts (a cluster backend's) connect there
+        if options.network_endpoint is not None:
+            self.network = NetworkPort(self.context, options.network_endpoint, os.environ.pop(SECRET_ENV, None))
+        self.tracer = Tracer(options.tracing)
+        self.dispatcher = Dispatcher(self.arena, self.send, self.metrics, self.tracer)
         self.remotes = Remotes(on_gone=self._remote_gone)
         self.regions = Regions() if options.system_shared_memory else None
         self.peers = Peers(self.context, options.index, list(options.peers)) if len(options.peers) > 1 else None
@@ -130,6 +144,7 @@ class Front:
             self.metrics.peers = self._peer_counters
             if self.regions is not None:
                 self.regions.share = self._share_region
+        self.settings = RuntimeSettings(self.tracer, LogSettings(options.log_level), self.models, self.peers)
         self.owner_gone = False
         self._servers: list[_Server] = []
         self._grpc: grpc.aio.Server | None = None
@@ -140,6 +155,8 @@ class Front:
             "unload": self._unload,
             "wait_ready": self._wait_ready,
             "worker_gone": self._worker_gone,
+            "queues": self._queues,
+            "drain": self._drain,
             "status": self._status,
             "open": self._open,
             "adopt": self._adopt,
@@ -148,6 +165,8 @@ class Front:
             "counters": self._counters,
             "region": self._region,
             "regions": self._regions,
+            "settings": self._settings_changed,
+            "settings_snapshot": self._settings_snapshot,
         }
 
     def _pending_counts(self) -> dict[tuple[str, int], int]:
@@ -155,6 +174,9 @@ class Front:
 
     def send(self, identity: bytes, frame: dict[str, Any]) -> None:
         # ROUTER sends never block (an unroutable frame is dropped), so the future needs no awaiting.
+        if self.network is not None and identity in self.network.workers:
+            self.network.send(identity, frame)
+            return
         self.router.send_multipart([identity, encode(frame)])
 
     async def run(self) -> None:
@@ -184,9 +206,12 @@ class Front:
             self._restrictions(),
             self.options.grpc_header_forward_pattern,
             Tls(**self.options.tls) if self.options.tls else None,
+            access_log=self.options.access_log,
         )
         try:
-            self._grpc, port = await start_server(self.models, self.metrics, self.readiness, options, self.regions)
+            self._grpc, port = await start_server(
+                self.models, self.metrics, self.readiness, options, self.regions, self.settings
+            )
         except StartupError as exc:  # the owner raises it from run(), and stops us
             self._grpc_bound = {"grpc_error": {"type": type(exc).__name__, "message": str(exc)}}
         else:
@@ -243,6 +268,7 @@ class Front:
             self.regions,
             self._restrictions(),
             self.options.http_header_forward_pattern,
+            self.settings,
         )
         pairs: list[tuple[Any, int]] = [(app, self.options.http_fd)]
         if self.options.metrics_fd is not None:
@@ -258,7 +284,7 @@ class Front:
             config = uvicorn.Config(
                 app_,
                 log_level=self.options.log_level,
-                access_log=False,
+                access_log=self.options.access_log,
                 lifespan="off",
                 http=limited_protocol(limits),
                 proxy_headers=False,  # nothing reads the client address: skip the middleware on every request
@@ -270,6 +296,8 @@ class Front:
                 ssl_cert_reqs=ssl.CERT_REQUIRED if secure and tls and tls["client_ca"] else ssl.CERT_NONE,
             )
             self._servers.append(_Server(config))
+        if self.options.access_log:  # each Config set uvicorn's loggers up again: its access lines at INFO
+            logging.getLogger("uvicorn.access").setLevel(logging.INFO)
         return [(server, socket.socket(fileno=fd)) for server, (_, fd) in zip(self._servers, pairs, strict=True)]
 
     def _metrics_app(self) -> Starlette:
@@ -280,6 +308,14 @@ class Front:
         return Starlette(routes=[Route("/metrics", metrics)])
 
     async def _receive(self) -> None:
+        if self.network is None:
+            await self._receive_local()
+        else:
+            await asyncio.gather(
+                self._receive_local(), self.network.receive(partial(self._hello, inline=True), self._route)
+            )
+
+    async def _receive_local(self) -> None:
         while True:
             identity, data = await self.router.recv_multipart()
             try:
@@ -300,7 +336,7 @@ class Front:
         else:
             log.error("unknown frame op %r from %r", op, identity)
 
-    def _hello(self, identity: bytes, frame: dict[str, Any]) -> None:
+    def _hello(self, identity: bytes, frame: dict[str, Any], inline: bool = False) -> None:
         try:
             entry = self.models.find(frame["model"], frame["version"])
         except Exception:
@@ -308,7 +344,8 @@ class Front:
                 "worker %r serves model %r v%s, which is not loaded", identity, frame["model"], frame["version"]
             )
             return
-        self.dispatcher.register(identity, entry, frame["segments"], frame.get("pid"), frame.get("slots", 1))
+        pid = None if inline else frame.get("pid")  # a pid of another host is nothing to kill here
+        self.dispatcher.register(identity, entry, frame["segments"], pid, frame.get("slots", 1), inline)
 
     def _failed(self, identity: bytes, frame: dict[str, Any]) -> None:
         with contextlib.suppress(ModelNotFoundError):  # unloaded meanwhile
@@ -324,7 +361,8 @@ class Front:
         self.send(identity, reply)
 
     async def _ping(self, _: dict[str, Any]) -> dict[str, Any]:
-        return {"pid": os.getpid(), **self._grpc_bound}
+        network = {"network_endpoint": self.network.endpoint} if self.network is not None else {}
+        return {"pid": os.getpid(), **self._grpc_bound, **network}
 
     async def _load(self, frame: dict[str, Any]) -> None:
         spec, remote = ModelSpec.from_wire(frame["spec"]), frame.get("remote")  # remote: a RemoteServe's id
@@ -371,11 +409,18 @@ class Front:
                     except InferenceError as exc:  # its segment was unlinked since: it cannot be reached here
                         log.warning("region %r is not usable through this front: %s", fields["name"], exc)
                 break
+        if self.peers is not None:  # the trace and log settings clients changed meanwhile
+            for reply in await self.peers.call("settings_snapshot"):
+                if reply.get("ok"):
+                    self.settings.restore(reply["snapshot"])
+                    break
         waiting = {identity.encode() for identity in frame["identities"]}
         deadline = time.monotonic() + frame.get("wait_s", 10.0)
         while (waiting := waiting - self.dispatcher.known()) and time.monotonic() < deadline:
             for identity in waiting:
                 self.send(identity, {"op": "announce"})  # dropped until the worker has reconnected
+                if self.network is not None:  # or it is on another host, and reconnects to the network port
+                    self.network.send(identity, {"op": "announce"})
             await asyncio.sleep(0.05)
 
     async def _counters(self, _: dict[str, Any]) -> dict[str, Any]:
@@ -401,8 +446,29 @@ class Front:
         replies = await self.peers.call("region", change=change, fields=fields)
         return [str(reply.get("error")) for reply in replies if not reply.get("ok")]
 
+    async def _settings_changed(self, frame: dict[str, Any]) -> None:
+        """Another front changed the trace or log settings: the same here."""
+        self.settings.apply(frame["kind"], frame["model"], frame["changes"])
+
+    async def _settings_snapshot(self, _: dict[str, Any]) -> dict[str, Any]:
+        return {"snapshot": self.settings.snapshot()}
+
+    async def _queues(self, _: dict[str, Any]) -> dict[str, Any]:
+        """Each model version's queue and busy workers: the autoscaling signal of a cluster backend."""
+        models = [
+            [e.spec.name, e.spec.version, e.scheduler.pending_count, self.dispatcher.busy_workers(e)]
+            for e in self.models.entries()
+        ]
+        return {"models": models}
+
+    async def _drain(self, frame: dict[str, Any]) -> dict[str, Any]:
+        """A worker is scaled down: no new batches to it, those in flight answered first."""
+        return {"drained": await self.dispatcher.drain(frame["identity"].encode(), frame["wait_s"])}
+
     async def _worker_gone(self, frame: dict[str, Any]) -> None:
-        self.dispatcher.remove(frame["identity"].encode(), frame["why"])
+        self.dispatcher.remove(frame["identity"].encode(), frame["why"], frame.get("retry", False))
+        if self.network is not None:
+            self.network.workers.discard(frame["identity"].encode())
 
     async def _attach(self, frame: dict[str, Any]) -> dict[str, Any]:
         """A `RemoteServe` attaches (again: ``known``; not known, this front was restarted since)."""
@@ -450,6 +516,7 @@ class Front:
         self.models.close(UnavailableError("the server is stopping"))
         self.remotes.close()
         self.dispatcher.close()
+        self.tracer.close()  # the spans not exported yet
         receiving.cancel()
         await asyncio.gather(receiving, housekeeping, *servers, return_exceptions=True)
         self.router.close(linger=0)
@@ -468,7 +535,7 @@ def _configure_logging(level: str) -> None:
     handler.setFormatter(logging.Formatter("[pybind_serve front] %(levelname)s %(message)s"))
     logger = logging.getLogger("pybind_serve")
     logger.addHandler(handler)
-    logger.setLevel(level.upper())
+    logger.setLevel(python_level(level))
     logger.propagate = False
 
 

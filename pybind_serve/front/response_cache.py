@@ -130,6 +130,7 @@ class ResponseCache:
         if outputs is not None:
             stats.cache_hits += 1
             stats.cache_hit_us += int((time.monotonic() - started) * 1e6)
+            stats.last_inference_ms = int(time.time() * 1000)  # as Triton: a hit is an inference too
             return outputs, respond
         stats.cache_misses += 1
         stats.cache_miss_us += int((time.monotonic() - started) * 1e6)

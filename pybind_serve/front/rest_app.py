@@ -1,5 +1,6 @@
 """The KServe v2 REST front's application: infer on its own fast path (`rest_infer`), every other route on
-Starlette (health, metadata, config, repository index, statistics, shared memory, generate).
+Starlette (health, metadata, config, repository index, statistics, shared memory, generate, and the trace and
+logging extensions' settings).
 
 Every error answer is ``{"error": "..."}`` with the status of its `errors` class.
 """
@@ -31,6 +32,7 @@ from .models import NO_REPOSITORY, ModelEntry, Models
 from .readiness import Readiness
 from .regions import NO_CUDA, Regions, enabled
 from .rest_infer import InferRoute, decode_body, forwarded_parameters, read_body
+from .runtime_settings import RuntimeSettings
 
 __all__ = ["HttpOptions", "create_app", "error_response"]
 
@@ -38,10 +40,12 @@ JSON = "application/json"
 EXTENSIONS = [
     "binary_tensor_data",
     "generate",
+    "logging",
     "model_configuration",
     "parameters",
     "schedule_policy",
     "statistics",
+    "trace",
 ]
 
 
@@ -83,6 +87,7 @@ class _Front:
     regions: Regions | None
     extensions: list[str]
     forward: re.Pattern[str] | None = None  # headers to hand the model as request parameters
+    settings: RuntimeSettings | None = None  # the trace and log settings (None: those extensions are off)
 
 
 def _front(request: Request) -> _Front:
@@ -109,8 +114,12 @@ def _generate_responses(request: Request) -> AsyncGenerator[bytes, None]:
     front = _front(request)
     model = (request.path_params["name"], request.path_params.get("version"))
     parse = partial(_parse_generate, request)
+    tracer, traced = front.settings.tracer if front.settings is not None else None, None
+    if tracer is not None and tracer.on:
+        headers = request.headers
+        traced = partial(tracer.start, "http", headers.get("traceparent"), headers.get("tracestate"))
     return inference.stream(
-        front.models, front.metrics, model, parse, generate.encode_generate_response, time.monotonic()
+        front.models, front.metrics, model, parse, generate.encode_generate_response, time.monotonic(), traced
     )
 
 
@@ -186,6 +195,25 @@ async def shm_unregister(request: Request) -> Response:
     return Response(status_code=200)
 
 
+def _settings(request: Request) -> RuntimeSettings:
+    settings = _front(request).settings
+    if settings is None:
+        raise UnsupportedError("the trace and logging extensions are not served here")
+    return settings
+
+
+async def trace_setting(request: Request) -> Response:
+    """Triton's trace extension: the settings of the server, or of one model; POST changes those it names."""
+    changes = await _json_body(request, "a trace setting request") if request.method == "POST" else None
+    return _json(await _settings(request).trace(request.path_params.get("name"), changes))
+
+
+async def log_setting(request: Request) -> Response:
+    """Triton's logging extension: the front's log settings; POST changes those it names."""
+    changes = await _json_body(request, "a log setting request") if request.method == "POST" else None
+    return _json(await _settings(request).logging(changes))
+
+
 async def cuda_status(request: Request) -> Response:
     if request.path_params.get("name"):  # none can be registered
         raise InvalidInputError(f"Unable to find cuda shared memory region: '{request.path_params['name']}'")
@@ -219,6 +247,9 @@ ROUTES = [
     Route(f"{_CUDA}/region/{{name}}/register", cuda_register, methods=["POST"]),
     Route(f"{_CUDA}/unregister", cuda_unregister, methods=["POST"]),
     Route(f"{_CUDA}/region/{{name}}/unregister", cuda_unregister, methods=["POST"]),
+    Route("/v2/trace/setting", trace_setting, methods=["GET", "POST"]),
+    Route("/v2/models/{name}/trace/setting", trace_setting, methods=["GET", "POST"]),
+    Route("/v2/logging", log_setting, methods=["GET", "POST"]),
 ]
 for _prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
     ROUTES += [
@@ -239,16 +270,21 @@ def create_app(
     regions: Regions | None = None,
     restrictions: Sequence[Restriction] = (),
     forward: str | None = None,
+    settings: RuntimeSettings | None = None,
 ) -> InferRoute:
     """The ASGI application of the REST front: infer on its own fast path (`rest_infer`), the rest on
     Starlette (`ROUTES`, whose handlers read the front from ``app.state``); ``regions``: the registered system
     shared-memory regions (None: the extension is off); ``restrictions``: endpoint groups that need a header
-    (`security`); ``forward``: a pattern of header names handed to the model as request parameters."""
+    (`security`); ``forward``: a pattern of header names handed to the model as request parameters; ``settings``:
+    the trace and log settings (their extensions' routes, and tracing: None turns both off)."""
     extensions = sorted([*EXTENSIONS, SHARED_MEMORY_EXTENSION]) if regions is not None else EXTENSIONS
     app = Starlette(routes=ROUTES, exception_handlers=_exception_handlers())
     pattern = re.compile(forward, re.IGNORECASE) if forward else None
-    app.state.front = _Front(models, metrics, options, readiness, regions, extensions, pattern)
-    return InferRoute(app, models, metrics, options.max_body_bytes, regions, Guard(restrictions), pattern)
+    if settings is None:
+        extensions = [name for name in extensions if name not in ("logging", "trace")]
+    app.state.front = _Front(models, metrics, options, readiness, regions, extensions, pattern, settings)
+    tracer = settings.tracer if settings is not None else None
+    return InferRoute(app, models, metrics, options.max_body_bytes, regions, Guard(restrictions), pattern, tracer)
 
 
 async def _events(first: bytes | None, rest_: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:

@@ -35,6 +35,7 @@ from . import inference
 from .access import http_group, http_refusal
 from .models import Models
 from .regions import Regions
+from .trace_spans import Tracer
 
 __all__ = ["InferRoute", "decode_body", "read_body"]
 
@@ -161,11 +162,13 @@ class InferRoute:
         regions: Regions | None,
         guard: Guard | None = None,
         forward: re.Pattern[str] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.app = app
         self._models, self._metrics = models, metrics
         self._limit, self._regions = max_body_bytes, regions
         self._guard, self._forward = guard or Guard(()), forward
+        self._tracer = tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Restricted groups: every path is checked here, once; headers are read only for a restricted group.
@@ -203,13 +206,18 @@ class InferRoute:
 
         models, metrics, model = self._models, self._metrics, (name, version)
         encode = rest.encode_infer_response
+        traced = None
+        if self._tracer is not None and self._tracer.on:
+            traced = partial(self._tracer.start, "http", headers.get(b"traceparent"), headers.get(b"tracestate"))
         try:
             if models.find(*model).spec.config.decoupled:
-                responses = inference.stream(models, metrics, model, parse, encode, arrived)
+                responses = inference.stream(models, metrics, model, parse, encode, arrived, traced)
                 content, header_length = await inference.single(responses, f"model {name!r}")
             else:
                 wait = partial(_outcome, receive)
-                content, header_length = await inference.infer(models, metrics, model, parse, encode, arrived, wait)
+                content, header_length = await inference.infer(
+                    models, metrics, model, parse, encode, arrived, wait, traced
+                )
         except InferenceError as exc:
             await answer_error(send, exc)
             return

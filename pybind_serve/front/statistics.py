@@ -22,7 +22,13 @@ async def model_statistics(models: Models, metrics: Metrics, name: str, version:
         stats = metrics.model(spec.name, spec.version)
         entries.append(
             documents.model_statistics(
-                spec.name, spec.version, stats.inference_count, stats.exec_count, stats.durations()
+                spec.name,
+                spec.version,
+                stats.inference_count,
+                stats.exec_count,
+                stats.durations(),
+                stats.last_inference_ms,
+                stats.batch_durations(),
             )
         )
     return entries

@@ -15,6 +15,7 @@ protobuf message from the same dict (``json_format.ParseDict``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..config import DynamicBatcher, QueuePolicy
@@ -134,24 +135,42 @@ def repository_index(entries: list[tuple[str, int, str, str]]) -> list[dict[str,
 
 
 def model_statistics(
-    name: str, version: int, inference_count: int, execution_count: int, durations: dict[str, tuple[int, int]]
+    name: str,
+    version: int,
+    inference_count: int,
+    execution_count: int,
+    durations: dict[str, tuple[int, int]],
+    last_inference_ms: int = 0,
+    batch_durations: Mapping[int, tuple[int, int, int, int]] | None = None,
 ) -> dict[str, Any]:
     """One ``model_stats`` entry of Triton's statistics answer (``GET /v2/models/{name}/stats``, gRPC
-    ``ModelStatistics``). ``durations`` maps `DURATIONS` names to (count, cumulative ns); any not given, and
-    what is not tracked (``last_inference``, per-batch-size and memory figures), is zero or empty.
+    ``ModelStatistics``). ``durations`` maps `DURATIONS` names to (count, cumulative ns); any not given is zero.
+    ``last_inference_ms`` is when the model last ran (ms since the epoch, 0: never); ``batch_durations`` maps
+    each executed batch size to (executions, compute input ns, compute infer ns, compute output ns), listed by
+    size as Triton's ``batch_stats``. Memory figures are not tracked (empty).
 
     >>> model_statistics("add", 1, 8, 2, {"success": (8, 1_000)})["inference_stats"]["success"]
     {'count': 8, 'ns': 1000}
+    >>> model_statistics("add", 1, 8, 2, {}, 1_700_000_000_000, {4: (2, 10, 20, 30)})["batch_stats"][0]["compute_infer"]
+    {'count': 2, 'ns': 20}
     """
     return {
         "name": name,
         "version": str(version),
-        "last_inference": 0,
+        "last_inference": last_inference_ms,
         "inference_count": inference_count,
         "execution_count": execution_count,
         "inference_stats": {
             key: {"count": count, "ns": ns} for key in DURATIONS for count, ns in [durations.get(key, (0, 0))]
         },
-        "batch_stats": [],
+        "batch_stats": [
+            {
+                "batch_size": size,
+                "compute_input": {"count": count, "ns": input_ns},
+                "compute_infer": {"count": count, "ns": infer_ns},
+                "compute_output": {"count": count, "ns": output_ns},
+            }
+            for size, (count, input_ns, infer_ns, output_ns) in sorted((batch_durations or {}).items())
+        ],
         "memory_usage": [],
     }

@@ -111,10 +111,12 @@ def _check_type(tensor: Tensor, expected: str, datatype: Any, shape: list[int], 
     """Compare an input's datatype and shape with its spec; return its batch size (1 without batching)."""
     config = spec.config
     batching = config.batching
-    if datatype != expected or (batching and not shape) or not tensor.accepts(shape[1:] if batching else shape):
+    shape_fits = (bool(shape) and tensor.accepts(shape[1:])) if batching else tensor.accepts(shape)
+    if datatype != expected or not shape_fits:
         shown = [-1, *tensor.shape] if batching else list(tensor.shape)
         raise InvalidInputError(
             f"input {tensor.name!r} of {spec.label}: expected {expected} shape {shown}, got {datatype} {shape}"
+            + ("" if shape_fits else _batch_dimension_hint(tensor, shape, config.max_batch_size if batching else 0))
         )
     if not batching:
         return 1
@@ -126,6 +128,19 @@ def _check_type(tensor: Tensor, expected: str, datatype: Any, shape: list[int], 
     if batch < 1:
         raise InvalidInputError(f"input {tensor.name!r} of {spec.label}: batch size must be at least 1, got {batch}")
     return batch
+
+
+def _batch_dimension_hint(tensor: Tensor, shape: list[int], max_batch_size: int) -> str:
+    """What a wrong shape's message adds: whether the model takes a batch dimension first, and the shape that
+    was likely meant when the request has one dimension too few or too many."""
+    if max_batch_size > 0:
+        hint = f" (the first dim is the batch size: the model batches, up to {max_batch_size} rows"
+        if tensor.accepts(shape):
+            hint += f"; one sample of shape {shape} is sent as {[1, *shape]}"
+        return hint + ")"
+    if shape and tensor.accepts(shape[1:]):
+        return f" (the model does not batch: no batch dimension, e.g. {shape[1:]})"
+    return ""
 
 
 def shared_input(

@@ -22,6 +22,7 @@ import zmq
 
 from ..errors import StartupError
 from .frames import decode, encode
+from .network import NetworkKeys, parse_parts, secure_client, to_parts
 from .shm import process_alive
 
 __all__ = ["ControlClient", "Empty", "WorkerChannel", "new_endpoint", "remove_stale_endpoints"]
@@ -67,14 +68,30 @@ class WorkerChannel:
     Every frame received carries ``"front"``: the index of the front it came from, which is where its answers
     go (`send`). A frame taken out of turn (a batch of another front, while one streams) can be put back with
     `defer`; `receive` hands deferred frames out first, in order.
+
+    ``inline``: the fronts are on another host (``tcp://`` endpoints), so tensor bytes travel in the messages
+    themselves (`inline`): a frame's ``buffers`` are sent as further parts, and received ones come as
+    ``frame["buffers"]``. ``curve``: the fronts' CurveZMQ public key and this worker's key pair (`network`).
     """
 
-    def __init__(self, context: zmq.Context[Any], endpoints: Sequence[str], identity: str, stop_fd: int) -> None:
+    def __init__(
+        self,
+        context: zmq.Context[Any],
+        endpoints: Sequence[str],
+        identity: str,
+        stop_fd: int,
+        *,
+        inline: bool = False,
+        curve: tuple[str, NetworkKeys] | None = None,
+    ) -> None:
+        self.inline = inline
         self.sockets: list[zmq.Socket[Any]] = []
         for endpoint in endpoints:
             sock = context.socket(zmq.DEALER)
             sock.setsockopt(zmq.IDENTITY, identity.encode())
             sock.setsockopt(zmq.LINGER, 0)
+            if curve is not None:
+                secure_client(sock, *curve)
             sock.connect(endpoint)
             self.sockets.append(sock)
         self.stop_fd = stop_fd
@@ -90,7 +107,10 @@ class WorkerChannel:
         return len(self.sockets)
 
     def send(self, frame: dict[str, Any], front: int = 0) -> None:
-        self.sockets[front].send(encode(frame), copy=False)
+        if self.inline:
+            self.sockets[front].send_multipart(to_parts(frame), copy=False)
+        else:
+            self.sockets[front].send(encode(frame), copy=False)
 
     def broadcast(self, frame: dict[str, Any]) -> None:
         """Send ``frame`` to every front."""
@@ -112,7 +132,7 @@ class WorkerChannel:
             events = dict(self._poller.poll(timeout_ms))
             for sock in self.sockets:
                 if sock in events:
-                    frame = decode(sock.recv())
+                    frame = parse_parts(sock.recv_multipart(copy=False)) if self.inline else decode(sock.recv())
                     frame["front"] = self._index[sock]
                     return frame
             if events:

@@ -11,6 +11,11 @@ which copies). Frames::
     worker -> front   {"op": "error", "id": n, "type": "ModelExecutionError", "message": "...", "traceback": "..."}
     front  -> worker  {"op": "free", "blocks": [[segment, offset, nbytes], ...]}
 
+A batch whose requests are traced also carries ``"trace": [traceparent or None per request]``; its answer
+(``result``, ``done`` or ``error``) then has ``"times"``: the worker's `time.monotonic_ns` when it received the
+batch, read its inputs, got the function's return and wrote the outputs (on a failure, the last is when it
+failed), which the front turns into the requests' spans (``front/trace_export.py``).
+
 A decoupled (streaming) model answers a batch with any number of ``partial`` frames, then ``done`` or ``error``;
 ``index`` lists the requests (positions in the batch) that the outputs answer, ``ended`` those whose stream is
 over; the front sends ``cancel`` when a request's client went away::

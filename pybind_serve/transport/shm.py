@@ -26,12 +26,15 @@ b'abc'
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
 import re
 import secrets
 import time
 from dataclasses import dataclass
+
+from ..errors import SharedMemoryFullError
 
 __all__ = [
     "Arena",
@@ -69,7 +72,7 @@ class _Segment:
         fd = os.open(path, flags, 0o600)
         try:
             if create:
-                os.ftruncate(fd, size)
+                _reserve(fd, path, size)
             else:
                 size = os.fstat(fd).st_size
             self.mmap = mmap.mmap(fd, size)
@@ -84,6 +87,27 @@ class _Segment:
         # A numpy view may still borrow the mapping; then it is unmapped when that view is collected.
         with contextlib.suppress(BufferError):
             self.mmap.close()
+
+
+def _reserve(fd: int, path: str, size: int) -> None:
+    """Size a new segment with its pages taken now, so that a full /dev/shm is an error here
+    (`SharedMemoryFullError`) instead of a SIGBUS, which kills the process, when a page is first written."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without fallocate: sparse, as before
+            os.ftruncate(fd, size)
+            return
+        os.unlink(path)
+        if exc.errno not in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+            raise
+        stats = os.statvfs(os.path.dirname(path))
+        free = stats.f_bavail * stats.f_frsize
+        raise SharedMemoryFullError(
+            f"shared memory is full: a segment of {size >> 20} MiB does not fit in {os.path.dirname(path)} "
+            f"({free >> 20} MiB free of {(stats.f_blocks * stats.f_frsize) >> 20} MiB); give the server more "
+            "(docker run --shm-size, a Kubernetes emptyDir with medium: Memory)"
+        ) from None
 
 
 class _FreeList:
@@ -164,10 +188,10 @@ class Arena:
 
     def _grow(self, at_least: int) -> str:
         size = max(self._next_size, at_least)
-        self._next_size = size * 2
         name = f"{self._prefix}{self._count}"
         self._count += 1
-        self._segments[name] = _Segment(name, size, create=True)
+        self._segments[name] = _Segment(name, size, create=True)  # SharedMemoryFullError: no growth recorded
+        self._next_size = size * 2
         self._free[name] = _FreeList(size)
         return name
 

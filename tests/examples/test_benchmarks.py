@@ -1,5 +1,7 @@
 """The benchmark suite cannot rot: its smoke mode (``python benchmarks/suite.py --smoke``) runs every scenario's
-code path on our server, writes results of the documented shape, and leaves no process or segment behind."""
+code path on our server, writes results of the documented shape, and leaves no process or segment behind. A
+clone alone can run the comparison (the anchors' setup and the ceiling's app are in the repository), and a run
+rewrites no tracked result file unless asked."""
 
 from __future__ import annotations
 
@@ -11,10 +13,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from benchmarks.harness.cli import LOCAL_RESULTS, RESULTS, parse
 from benchmarks.harness.perf_analyzer import find as find_perf_analyzer
-from tests.conftest import SHM
+from benchmarks.harness.systems import ANCHORS, SYSTEMS, Tools
+from pybind_serve.client import ModelClient
+from tests.conftest import SHM, wait_until
 
 pytestmark = pytest.mark.perf_analyzer
 
@@ -116,3 +122,55 @@ def test_startup_and_memory(smoke: tuple[dict[str, Any], Path, str]) -> None:
     (memory,) = ours(smoke[0], "e")
     assert 0 < memory["median"]["idle_rss_mib"] <= memory["median"]["load_rss_mib"] + 1
     assert memory["median"]["processes"] >= 2  # the owner and the front at least
+
+
+# -- what a clone needs, and what a run writes ---------------------------------------------------------------
+
+# The other benchmarks (the suite is `parse`d): each takes --out, and says where it writes by default.
+OTHERS = ["fronts.py", "flask_migration.py", "shm_roundtrip.py", "gpu/resnet50.py", "ray_scale.py"]
+
+
+def ignored_by_git(path: Path) -> bool:
+    done = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=ROOT, capture_output=True, timeout=30)
+    return done.returncode == 0
+
+
+def test_results_go_to_an_ignored_folder_unless_asked() -> None:
+    assert parse([]).out == LOCAL_RESULTS and ignored_by_git(LOCAL_RESULTS / "suite.json")
+    assert parse(["--out", "benchmarks/results"]).out == Path("benchmarks/results")
+    assert not ignored_by_git(RESULTS / "suite.json")  # the figures kept, when asked for
+    for script in OTHERS:
+        done = subprocess.run(
+            [sys.executable, f"benchmarks/{script}", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        assert "(default benchmarks/results/local, which git ignores)" in " ".join(done.stdout.split()), script
+
+
+def test_the_anchors_setup_is_in_the_repository() -> None:
+    assert ANCHORS.is_relative_to(ROOT) and (ANCHORS / "setup.sh").is_file()
+    assert subprocess.run(["bash", "-n", str(ANCHORS / "setup.sh")], capture_output=True, timeout=30).returncode == 0
+    assert (ROOT / ".ci" / "perf_analyzer.sh").is_file()  # which setup.sh uses for perf_analyzer
+    outside = [
+        path.relative_to(ROOT)
+        for path in (ROOT / "benchmarks").rglob("*")
+        if path.suffix in {".py", ".sh", ".md"} and "shared/anchors" in path.read_text()
+    ]
+    assert not outside, f"these still use the shared folder beside the repository: {outside}"
+
+
+def test_the_ceiling_answers_kserve_clients() -> None:
+    """The ceiling's app, started as the suite starts it, serves add_sub to a KServe v2 client."""
+    command = SYSTEMS["ceiling"].command(Tools(perf_analyzer=""))
+    process = subprocess.Popen(command.argv, cwd=command.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        with ModelClient(f"127.0.0.1:{command.http_port}", "add_sub", timeout_s=10) as client:
+            client.wait_for_model(timeout_s=30)
+            outputs = client.infer_batch(
+                a=np.ones((2, 16), np.float32), b=np.arange(16, dtype=np.float32)[None] * [[1], [2]]
+            )
+        assert outputs["add"].shape == (2, 16) and outputs["sub"][1].tolist() == [1.0 - 2 * i for i in range(16)]
+    finally:
+        process.terminate()
+        assert wait_until(lambda: process.poll() is not None, 10)
+        process.communicate(timeout=10)

@@ -1,5 +1,9 @@
 """Every example end to end, as a user runs it: its server.py in a process, its client.py against it, SIGTERM.
 
+Each ``client.py`` runs as after the README's install (``pip install -e .``): what only an extra installs
+(``tritonclient``, ``httpx``, ...) cannot be imported. The ``client_tritonclient.py`` variants, for Triton's
+users, run with the test extra's ``tritonclient``.
+
 After SIGTERM the server must exit 0 within 15 s, with every process it started gone and no shared-memory
 segment of it left in /dev/shm.
 """
@@ -15,6 +19,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from importlib.metadata import metadata
 from pathlib import Path
 
 import httpx
@@ -129,11 +134,66 @@ def start_server(tmp_path: Path) -> Iterator[Callable[[str], Server]]:
         process.wait(EXIT_TIMEOUT_S)
 
 
-def run_client(name: str, *options: str) -> str:
-    command = [sys.executable, f"examples/{name}/client.py", *options]
+# Import names of the distributions that only an extra installs (those whose name is not their import name).
+IMPORT_NAMES = {"grpcio-health-checking": "grpc_health", "grpcio-tools": "grpc_tools", "nvidia-ml-py": "pynvml"}
+# Runs a script as `python script args...` would, with the modules named in argv[1] impossible to import.
+NOT_INSTALLED = """
+import importlib.abc, os, runpy, sys
+blocked = set(sys.argv[1].split(","))
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in blocked:
+            raise ModuleNotFoundError(f"No module named {name!r} (only an extra installs it)", name=name)
+sys.meta_path.insert(0, NotInstalled())
+sys.argv = sys.argv[2:]
+sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def extras_only() -> set[str]:
+    """The import names of what the package's optional extras install and its dependencies do not (read from
+    the installed package's metadata, which pyproject.toml made)."""
+    core, extras = set(), set()
+    for requirement in metadata("pybind_serve").get_all("Requires-Dist") or []:
+        name = re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower()
+        (extras if "extra ==" in requirement else core).add(name)
+    return {IMPORT_NAMES.get(name, name.replace("-", "_")) for name in extras - core}
+
+
+def run_client(name: str, *options: str, script: str = "client.py", readme_install: bool | None = None) -> str:
+    """``examples/<name>/<script> options...``; as after the README's install (no extras) for ``client.py``, or
+    as ``readme_install`` says."""
+    command = [sys.executable, f"examples/{name}/{script}", *options]
+    if script == "client.py" if readme_install is None else readme_install:
+        command[1:1] = ["-c", NOT_INSTALLED, ",".join(sorted(extras_only()))]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=CLIENT_TIMEOUT_S)
-    assert done.returncode == 0, f"{name} client exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    assert done.returncode == 0, f"{name} {script} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
+
+
+def test_the_readme_install_lacks_what_the_extras_bring() -> None:
+    """What `run_client` makes impossible to import: the test extra's clients, and no core dependency."""
+    blocked = extras_only()
+    assert {"tritonclient", "httpx", "pytest", "flask", "grpc_health"} <= blocked
+    assert not blocked & {"numpy", "grpc", "aiohttp", "uvicorn", "zmq"}
+    with pytest.raises(AssertionError, match="No module named 'httpx' \\(only an extra installs it\\)"):
+        run_client("add_sub", script="../../tests/examples/imports_httpx.py", readme_install=True)
+    assert run_client("add_sub", script="../../tests/examples/imports_httpx.py", readme_install=False)
+
+
+def test_example_clients_import_only_what_the_readme_installs() -> None:
+    """Every example's ``client.py`` (not its ``client_tritonclient.py``) imports the standard library, numpy and
+    pybind_serve only: checked here for all of them, and by running them in the tests below."""
+    allowed = {"numpy", "pybind_serve", *sys.stdlib_module_names}
+    for client in sorted(ROOT.glob("examples/*/client.py")):
+        modules = set()
+        for node in ast.walk(ast.parse(client.read_text())):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name.partition(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.partition(".")[0])
+        assert modules <= allowed, f"{client.relative_to(ROOT)} imports {sorted(modules - allowed)}"
 
 
 def stop(server: Server) -> None:
@@ -161,10 +221,11 @@ def printed(stdout: str, label: str) -> object:
 
 def test_add_sub(start_server: Callable[[str], Server]) -> None:
     server = start_server("add_sub")
-    for options in (("--url", server.url), ("--protocol", "grpc", "--url", server.grpc_url)):
-        stdout = run_client("add_sub", *options)
-        assert printed(stdout, "add") == [[float(i + 1) for i in range(16)]], options
-        assert printed(stdout, "sub") == [[float(i - 1) for i in range(16)]], options
+    for script in ("client.py", "client_tritonclient.py"):
+        for options in (("--url", server.url), ("--protocol", "grpc", "--url", server.grpc_url)):
+            stdout = run_client("add_sub", *options, script=script)
+            assert printed(stdout, "add") == [[float(i + 1) for i in range(16)]], (script, options)
+            assert printed(stdout, "sub") == [[float(i - 1) for i in range(16)]], (script, options)
     stop(server)
 
 
@@ -270,8 +331,9 @@ def test_every_example_has_a_test_here() -> None:
 def test_streaming(start_server: Callable[[str], Server]) -> None:
     """The gRPC client prints the prompt's words reversed, one per line; curl's generate_stream gets the same."""
     server = start_server("streaming")
-    stdout = run_client("streaming", "--url", server.grpc_url, "the quick brown fox")
-    assert stdout.splitlines() == ["fox", "brown", "quick", "the"]
+    for script in ("client.py", "client_tritonclient.py"):
+        stdout = run_client("streaming", "--url", server.grpc_url, "the quick brown fox", script=script)
+        assert stdout.splitlines() == ["fox", "brown", "quick", "the"], script
     url = f"http://{server.url}/v2/models/reverse_words/generate_stream"
     with httpx.stream("POST", url, json={"text_input": "one two"}, timeout=30) as response:
         body = response.read().decode()

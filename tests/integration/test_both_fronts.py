@@ -9,6 +9,7 @@ JSON and with binary tensors.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
@@ -93,6 +94,21 @@ class Front:
         if self.grpc:
             return int(stats.model_stats[0].inference_stats.success.count)
         return int(stats["model_stats"][0]["inference_stats"]["success"]["count"])
+
+    def statistics(self, model: str) -> tuple[int, dict[int, dict[str, tuple[int, int]]]]:
+        """``last_inference`` and ``batch_stats`` as {batch size: {duration: (count, ns)}}."""
+        (stats,) = self.client.get_inference_statistics(model, **({"as_json": True} if self.grpc else {}))[
+            "model_stats"
+        ]
+        durations = ("compute_input", "compute_infer", "compute_output")
+        # gRPC's JSON form has 64-bit integers as strings, and leaves out what is zero
+        batches = {
+            int(entry["batch_size"]): {
+                key: (int(entry[key].get("count", 0)), int(entry[key].get("ns", 0))) for key in durations
+            }
+            for entry in stats.get("batch_stats", [])
+        }
+        return int(stats.get("last_inference", 0)), batches
 
 
 # -- the models ------------------------------------------------------------------------------------------------
@@ -198,6 +214,27 @@ def test_statistics_count_successes(front: Front) -> None:
     assert front.successes("add_sub") == before + 1
 
 
+def test_statistics_say_when_the_model_last_ran_and_count_each_batch_size(front: Front) -> None:
+    """As Triton fills them: ``last_inference`` in ms since the epoch, and ``batch_stats`` per executed batch
+    size with the count and time of each of its compute phases."""
+    _, before = front.statistics("add_sub")
+    started_ms = time.time() * 1000
+    front.infer("add_sub", {"a": A, "b": B})  # one batch of 2 rows
+    last_inference, after = front.statistics("add_sub")
+    assert started_ms - 1 <= last_inference <= time.time() * 1000 + 1
+    assert set(before) <= set(after) and 2 in after
+    zero = {key: (0, 0) for key in after[2]}
+    grew = {
+        key: (count - before.get(2, zero)[key][0], ns - before.get(2, zero)[key][1])
+        for key, (count, ns) in after[2].items()
+    }
+    assert {key: count for key, (count, _) in grew.items()} == {key: 1 for key in zero}
+    assert grew["compute_infer"][1] > 0 and grew["compute_input"][1] > 0
+    assert {size: figures for size, figures in after.items() if size != 2} == {
+        size: figures for size, figures in before.items() if size != 2
+    }
+
+
 # -- infer -----------------------------------------------------------------------------------------------------
 
 
@@ -232,7 +269,14 @@ ERRORS: list[tuple[str, dict[str, np.ndarray], type[InferenceError], str]] = [
         "picky",
         {"x": np.zeros((1, 5), np.int64)},
         InvalidInputError,
-        "input 'x' of model 'picky' v1: expected INT64 shape [-1, 4], got INT64 [1, 5]",
+        "input 'x' of model 'picky' v1: expected INT64 shape [-1, 4], got INT64 [1, 5] (the first dim is the batch",
+    ),
+    (
+        "picky",
+        {"x": np.zeros(4, np.int64)},
+        InvalidInputError,
+        "input 'x' of model 'picky' v1: expected INT64 shape [-1, 4], got INT64 [4] (the first dim is the batch size: "
+        "the model batches, up to 16 rows; one sample of shape [4] is sent as [1, 4])",
     ),
     ("add_sub", {"a": A}, InvalidInputError, "model 'add_sub' v1: missing required input 'b'"),
     (
@@ -249,7 +293,16 @@ ERRORS: list[tuple[str, dict[str, np.ndarray], type[InferenceError], str]] = [
 @pytest.mark.parametrize(
     ("model", "arrays", "error", "message"),
     ERRORS,
-    ids=["unknown-model", "wrong-dtype", "wrong-shape", "missing-input", "batch-too-large", "crash", "raised-400"],
+    ids=[
+        "unknown-model",
+        "wrong-dtype",
+        "wrong-shape",
+        "no-batch-dim",
+        "missing-input",
+        "batch-too-large",
+        "crash",
+        "raised-400",
+    ],
 )
 def test_errors(
     serve: Serve, front: Front, model: str, arrays: dict[str, np.ndarray], error: type[InferenceError], message: str

@@ -235,9 +235,18 @@ def test_metrics_and_statistics_are_totals_over_the_fronts(server: Serve) -> Non
     counted = before["model_stats"][0]["inference_stats"]["success"]["count"]
     for i in range(30):
         assert infer(fronts[i % FRONTS], "add")[0] == 200
-    for connection in fronts:
-        stats = call(connection, "GET", "/v2/models/add/stats")[1]["model_stats"][0]
+    answers = [call(connection, "GET", "/v2/models/add/stats")[1]["model_stats"][0] for connection in fronts]
+    for stats in answers:
         assert stats["inference_stats"]["success"]["count"] == counted + 30
+        # batch_stats and last_inference are totals too: every batch of every front, the latest of them
+        batches = stats["batch_stats"]
+        assert sum(b["compute_infer"]["count"] for b in batches) == stats["execution_count"]
+        assert sum(b["batch_size"] * b["compute_infer"]["count"] for b in batches) == stats["inference_count"]
+        assert (stats["batch_stats"], stats["last_inference"]) == (
+            answers[0]["batch_stats"],
+            answers[0]["last_inference"],
+        )
+    assert answers[0]["last_inference"] > before["model_stats"][0]["last_inference"]
     assert server.metrics_url is not None
     metrics = http.client.HTTPConnection("127.0.0.1", server.metrics_port, timeout=WAIT_S)
     metrics.request("GET", "/metrics")

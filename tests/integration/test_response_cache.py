@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from multiprocessing import resource_tracker
 from typing import Any
@@ -328,6 +329,10 @@ def test_each_front_keeps_its_own_cache(make_serve: Callable[..., Serve]) -> Non
         with httpclient.InferenceServerClient(f"127.0.0.1:{serve.http_port}", network_timeout=WAIT_S) as client:
             http_infer(client, x)
     counts = stats(serve)
+    deadline = time.monotonic() + 15
+    while counts["cache_hit"]["count"] + counts["cache_miss"]["count"] < 8 and time.monotonic() < deadline:
+        time.sleep(0.1)  # a peer slower than PEER_TIMEOUT_S (a loaded machine) is left out of one answer: ask again
+        counts = stats(serve)
     assert 1 <= counted.requests <= 2
     assert counts["cache_miss"]["count"] == counted.requests
     assert counts["cache_hit"]["count"] + counts["cache_miss"]["count"] == 8

@@ -74,7 +74,7 @@ def test_each_restricted_group_needs_its_header_over_http(server: Serve, group: 
     wrong = httpx.request(method, url, json=body, headers={key_of(group): "guess"}, timeout=WAIT_S)
     assert wrong.status_code == 403
     served = httpx.request(method, url, json=body, headers={key_of(group): f"secret-{group}"}, timeout=WAIT_S)
-    assert served.status_code == (404 if group in ("trace", "logging") else 200), served.text  # no such API here
+    assert served.status_code == 200, served.text
 
 
 def grpc_calls(stub: Any, health: Any) -> dict[str, Callable[[list[tuple[str, str]]], Any]]:
@@ -91,6 +91,8 @@ def grpc_calls(stub: Any, health: Any) -> dict[str, Callable[[list[tuple[str, st
         "model-config": lambda md: stub.ModelConfig(pb.ModelConfigRequest(name="double"), metadata=md, timeout=WAIT_S),
         "model-repository": lambda md: stub.RepositoryIndex(pb.RepositoryIndexRequest(), metadata=md, timeout=WAIT_S),
         "statistics": lambda md: stub.ModelStatistics(pb.ModelStatisticsRequest(), metadata=md, timeout=WAIT_S),
+        "trace": lambda md: stub.TraceSetting(pb.TraceSettingRequest(), metadata=md, timeout=WAIT_S),
+        "logging": lambda md: stub.LogSettings(pb.LogSettingsRequest(), metadata=md, timeout=WAIT_S),
         "grpc-health": lambda md: health.Check(health_pb2.HealthCheckRequest(), metadata=md, timeout=WAIT_S),
     }
 
@@ -104,7 +106,7 @@ def channel(server: Serve) -> Iterator[grpc.Channel]:
 
 @pytest.mark.parametrize(
     "call", ["health", "metadata", "inference", "shared-memory", "model-config", "model-repository", "statistics",
-             "grpc-health"]
+             "trace", "logging", "grpc-health"]
 )  # fmt: skip
 def test_each_restricted_group_needs_its_metadata_over_grpc(server: Serve, channel: grpc.Channel, call: str) -> None:
     calls = grpc_calls(pb_grpc.GRPCInferenceServiceStub(channel), health_pb2_grpc.HealthStub(channel))

@@ -103,8 +103,24 @@ def test_none_is_not_float64() -> None:
 
 
 def test_not_a_dtype() -> None:
-    with pytest.raises(ConfigurationError, match=r"dtype 'nope' is not a numpy dtype"):
+    with pytest.raises(ConfigurationError, match=r"dtype 'nope' is not a numpy dtype or a KServe datatype") as info:
         normalize_dtype("nope")
+    assert "bytes (or str) for BYTES" in str(info.value) and "FP32" in str(info.value)
+
+
+@pytest.mark.parametrize(("dtype", "datatype"), [(dtype, datatype) for dtype, datatype, _ in SUPPORTED])
+def test_kserve_datatype_names_are_dtypes(dtype: Any, datatype: str) -> None:
+    """``"FP32"``, ``"BYTES"``...: numpy takes none of them, so each means its KServe datatype, unambiguously."""
+    with pytest.raises(TypeError):
+        np.dtype(datatype)
+    assert normalize_dtype(datatype) == np.dtype(dtype)
+    assert to_datatype(datatype) == datatype
+
+
+@pytest.mark.parametrize("spelling", ["fp32", "TYPE_FP32", "STRING", "BF16"])
+def test_only_the_exact_kserve_names_are_taken(spelling: str) -> None:
+    with pytest.raises(ConfigurationError, match="is not a numpy dtype or a KServe datatype"):
+        normalize_dtype(spelling)
 
 
 @pytest.mark.parametrize("datatype", ["FLOAT32", "fp32", "TYPE_FP32", "STRING", "BF16", ""])

@@ -15,11 +15,15 @@ PACKAGE = Path(__file__).resolve().parents[2] / "pybind_serve"
 LAYERS = {
     "version": 0,
     "errors": 0,
+    "logs": 0,  # the log levels Serve takes, and pybind_serve's stderr handler
     "linux": 0,
     "security": 0,
     "vertex_ai": 1,
+    "tracing": 1,  # Tracing: the trace settings and exporter, for serve and the fronts
     "dtypes": 1,
     "placement": 1,
+    "resources": 1,  # Resources: what an instance asks of a cluster's scheduler (held by config)
+    "autoscale": 1,  # Autoscale and its decisions, pure (held by config)
     "tensor": 2,
     "warmup": 2.5,  # Warmup / WarmupInput: below config (which holds them), above tensor (checked against inputs)
     "config": 3,
@@ -40,10 +44,14 @@ LAYERS = {
     "supervisor": 8,
     "fronts": 8,
     "discovery": 8,  # the record a running server publishes for RemoteServe, and finding it
+    "backend": 8.5,  # what Serve asks of a worker backend (the protocol; serve holds one)
+    "cluster": 8.7,  # the Ray backend: workers as Ray actors (ray imported only when one starts)
     "serve": 9,
     "remote": 9.5,  # RemoteServe: binds into the server of another process, with serve's checks
     "__init__": 10,
     "integrations": 10,  # optional bridges: may use serve, and __init__ must never import them
+    "cli": 10,  # the pybind-serve command: serve, client and protocol documents; __init__ never imports it
+    "__main__": 11,  # python -m pybind_serve: the cli
 }
 
 

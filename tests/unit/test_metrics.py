@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
 from pybind_serve.metrics import BATCH_BUCKETS, Metrics, ModelStats
+from pybind_serve.transport.frames import decode, encode
 
 COUNTERS = [
     ("success", "nv_inference_request_success"),
@@ -222,3 +224,27 @@ def test_totals_ask_the_peers() -> None:
 
     here.peers = peers
     assert asyncio.run(here.totals()).model("m", 1).success == 5
+
+
+def test_executed_batches_fill_triton_batch_stats_and_last_inference() -> None:
+    stats = ModelStats()
+    assert (stats.last_inference_ms, stats.batch_durations()) == (0, {})
+    before_ms = time.time() * 1000
+    stats.executed(4, 10, 200, 30)
+    stats.executed(4, 12, 220, 32)
+    stats.executed(1, 5, 100, 0)
+    assert stats.batch_durations() == {4: (2, 22_000, 420_000, 62_000), 1: (1, 5_000, 100_000, 0)}
+    assert before_ms - 1 <= stats.last_inference_ms <= time.time() * 1000 + 1
+
+
+def test_totals_sum_batch_stats_over_the_fronts_and_take_the_latest_inference() -> None:
+    """A peer's snapshot travels as JSON (batch sizes become string keys): the totals still add up by size."""
+    here, there = Metrics(), Metrics()
+    here.model("m", 1).executed(4, 1, 2, 3)
+    there.model("m", 1).executed(4, 10, 20, 30)
+    there.model("m", 1).executed(8, 1, 1, 1)
+    here.model("m", 1).last_inference_ms, there.model("m", 1).last_inference_ms = 2_000, 1_000
+    total = here.merged([decode(encode(there.snapshot()))]).model("m", 1)
+    assert total.batch_durations() == {4: (2, 11_000, 22_000, 33_000), 8: (1, 1_000, 1_000, 1_000)}
+    assert total.last_inference_ms == 2_000
+    assert here.model("m", 1).batch_durations() == {4: (1, 1_000, 2_000, 3_000)}  # left as it was

@@ -11,7 +11,13 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2
 
 from pybind_serve.config import DynamicBatcher, ModelConfig, QueuePolicy, TimeoutAction
-from pybind_serve.protocol.documents import model_config, model_metadata, repository_index, server_metadata
+from pybind_serve.protocol.documents import (
+    model_config,
+    model_metadata,
+    model_statistics,
+    repository_index,
+    server_metadata,
+)
 from pybind_serve.spec import ModelSpec
 from pybind_serve.tensor import Tensor
 
@@ -151,3 +157,27 @@ def test_repository_index() -> None:
         {"name": "broken", "version": "2", "state": "UNAVAILABLE", "reason": "worker died"},
     ]
     assert repository_index([]) == []
+
+
+def test_model_statistics_as_triton_fills_them() -> None:
+    """``last_inference`` (ms since the epoch) and ``batch_stats`` by batch size, as Triton's statistics answer;
+    memory figures are not tracked."""
+    entry = model_statistics(
+        "m", 2, 10, 3, {"success": (10, 5_000)}, 1_700_000_000_123, {8: (1, 4, 5, 6), 1: (2, 1, 2, 3)}
+    )
+    assert entry["last_inference"] == 1_700_000_000_123
+    assert entry["batch_stats"] == [
+        {
+            "batch_size": 1,
+            "compute_input": {"count": 2, "ns": 1},
+            "compute_infer": {"count": 2, "ns": 2},
+            "compute_output": {"count": 2, "ns": 3},
+        },
+        {
+            "batch_size": 8,
+            "compute_input": {"count": 1, "ns": 4},
+            "compute_infer": {"count": 1, "ns": 5},
+            "compute_output": {"count": 1, "ns": 6},
+        },
+    ]
+    assert model_statistics("m", 2, 0, 0, {})["batch_stats"] == [] and entry["memory_usage"] == []

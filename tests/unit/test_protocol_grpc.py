@@ -368,10 +368,19 @@ def test_metadata_index_and_statistics_say_what_the_rest_documents_say() -> None
     rows = [("busy", 3, "READY", ""), ("other", 1, "UNAVAILABLE", "no worker")]
     index = grpc_codec.repository_index_response(rows)
     assert same({"models": documents.repository_index(rows)}, plain(index))
-    stats = [documents.model_statistics("busy", 3, 8, 2, {"success": (8, 1_000), "queue": (8, 50)})]
+    durations = {"success": (8, 1_000), "queue": (8, 50)}
+    batches = {4: (1, 10, 20, 30), 2: (2, 1, 2, 3)}
+    stats = [documents.model_statistics("busy", 3, 8, 3, durations, 1_700_000_000_123, batches)]
     response = grpc_codec.model_statistics_response(stats)
     assert same({"model_stats": stats}, plain(response))
     assert response.model_stats[0].inference_stats.queue.ns == 50
+    assert response.model_stats[0].last_inference == 1_700_000_000_123
+    assert [
+        (b.batch_size, b.compute_infer.count, b.compute_output.ns) for b in response.model_stats[0].batch_stats
+    ] == [
+        (2, 2, 3),
+        (4, 1, 30),
+    ]
 
 
 # -- the wire: raw contents split off without copies, responses framed by hand ------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import tracemalloc
 import zlib
 from typing import Any
@@ -407,21 +408,37 @@ def test_parse_allows_leaving_out_optional_inputs() -> None:
 
 def test_parse_datatype_mismatch_names_expected_and_got() -> None:
     spec = make_spec((Tensor("x", np.float32, (3,)),))
-    entry = {"name": "x", "shape": [2, 4], "datatype": "INT64", "data": [0] * 8}
+    entry = {"name": "x", "shape": [2, 3], "datatype": "INT64", "data": [0] * 6}
     with pytest.raises(
-        InvalidInputError, match=r"^input 'x' of model 'add' v1: expected FP32 shape \[-1, 3\], got INT64 \[2, 4\]$"
+        InvalidInputError, match=r"^input 'x' of model 'add' v1: expected FP32 shape \[-1, 3\], got INT64 \[2, 3\]$"
     ):
         parse({"inputs": [entry]}, spec=spec)
 
 
+BATCH_DIM = re.escape(" (the first dim is the batch size: the model batches, up to 64 rows")
+
+
 @pytest.mark.parametrize(
     ("shape", "got"),
-    [([2, 4], r"\[2, 4\]"), ([2], r"\[2\]"), ([], r"\[\]"), ([2, 1, 3], r"\[2, 1, 3\]")],
+    [
+        ([2, 4], r"\[2, 4\]" + BATCH_DIM + r"\)"),
+        ([3], r"\[3\]" + BATCH_DIM + re.escape("; one sample of shape [3] is sent as [1, 3])")),
+        ([], r"\[\]" + BATCH_DIM + r"\)"),
+        ([2, 1, 3], r"\[2, 1, 3\]" + BATCH_DIM + r"\)"),
+    ],
 )
-def test_parse_shape_mismatch_with_batching(shape: list[int], got: str) -> None:
+def test_parse_shape_mismatch_with_batching_says_the_first_dim_is_the_batch(shape: list[int], got: str) -> None:
     spec = make_spec((Tensor("x", np.float32, (3,)),))
     entry = {"name": "x", "shape": shape, "datatype": "FP32", "data": []}
     with pytest.raises(InvalidInputError, match=r"expected FP32 shape \[-1, 3\], got FP32 " + got + "$"):
+        parse({"inputs": [entry]}, spec=spec)
+
+
+def test_a_shape_with_a_batch_dim_for_a_model_that_does_not_batch_says_so() -> None:
+    spec = make_spec((Tensor("x", np.float32, (3,)),), batching=False)
+    entry = {"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [0] * 3}
+    expected = "expected FP32 shape [3], got FP32 [1, 3] (the model does not batch: no batch dimension, e.g. [3])"
+    with pytest.raises(InvalidInputError, match=re.escape(expected) + "$"):
         parse({"inputs": [entry]}, spec=spec)
 
 

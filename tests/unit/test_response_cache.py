@@ -5,6 +5,7 @@ and the metrics report them."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import numpy as np
@@ -149,9 +150,12 @@ def test_a_lookup_counts_a_miss_then_stores_what_was_encoded() -> None:
     assert (stats.cache_misses, stats.cache_hits, len(cache)) == (1, 0, 0)
     assert storing(outputs(7)) == "response 7"  # the dispatcher calls it with the worker's outputs
     assert len(cache) == 1
+    assert stats.last_inference_ms == 0  # a miss: the batch that runs it says when
+    hit_ms = time.time() * 1000
     cached, again = cache.lookup(request(id="later"), respond, stats)
     assert cached is not None and again is respond and again(cached) == "response 7"
     assert (stats.cache_misses, stats.cache_hits) == (1, 1)
+    assert hit_ms - 1 <= stats.last_inference_ms <= time.time() * 1000 + 1  # a hit is an inference, as in Triton
 
 
 def test_a_response_that_does_not_encode_is_not_stored() -> None:

@@ -82,6 +82,11 @@ def test_non_dtype_is_rejected() -> None:
         Tensor("x", "not-a-type")
 
 
+@pytest.mark.parametrize(("spelling", "same_as"), [("BYTES", bytes), ("FP32", np.float32), ("BOOL", np.bool_)])
+def test_a_kserve_datatype_name_is_a_dtype(spelling: str, same_as: Any) -> None:
+    assert Tensor("x", spelling, (1,)) == Tensor("x", same_as, (1,))
+
+
 def test_missing_dtype_is_rejected_not_taken_as_fp64() -> None:
     with pytest.raises(ConfigurationError, match=re.escape("dtype is required (e.g. np.float32, or bytes for BYTES)")):
         Tensor("x", None)

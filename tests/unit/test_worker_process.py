@@ -1,5 +1,5 @@
 """How workers start: which instances are threads, forked or spawned processes (`supervisor._plans`), and what a
-spawned worker receives (`worker_process._dumps`: functions and classes by value, our decorators kept)."""
+spawned worker receives (`worker_process.dumps`: functions and classes by value, our decorators kept)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from pybind_serve import ModelConfig, Request, Tensor, batch
 from pybind_serve.spec import ModelSpec
 from pybind_serve.supervisor import _plans
-from pybind_serve.worker_process import _dumps
+from pybind_serve.worker_process import dumps
 
 X, Y = (Tensor("x", np.float32, (1,)),), (Tensor("y", np.float32, (1,)),)
 
@@ -81,7 +81,7 @@ def test_functions_and_classes_defined_anywhere_travel_by_value() -> None:
         def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
             return {"y": x + self.offset}
 
-    rebuilt = pickle.loads(_dumps(Local))
+    rebuilt = pickle.loads(dumps(Local))
     (answer,) = rebuilt()([Request({"x": np.zeros(1)})])
     assert answer["y"].tolist() == [5.0]
 
@@ -91,7 +91,7 @@ def test_decorated_functions_stay_decorated_and_async_stays_async() -> None:
     async def doubled(x: np.ndarray) -> dict[str, np.ndarray]:
         return {"y": x * 2}
 
-    rebuilt = pickle.loads(_dumps(doubled))
+    rebuilt = pickle.loads(dumps(doubled))
     assert inspect.iscoroutinefunction(rebuilt)
     (answer,) = asyncio.run(rebuilt([Request({"x": np.ones(1)})]))
     assert answer["y"].tolist() == [2.0]

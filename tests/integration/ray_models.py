@@ -1,0 +1,57 @@
+"""The models of test_ray.py, in a module of their own: a Ray actor imports it by name to unpickle them (the owner's
+sys.path reaches the actor), without importing the test module and its fixtures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+
+import numpy as np
+
+from pybind_serve import batch, sample
+
+
+def _node_id() -> str:
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
+
+
+@batch
+def echo(x, text):  # type: ignore[no-untyped-def]
+    """Numeric and BYTES tensors back unchanged (and doubled), with where it ran."""
+    where = f"{_node_id()} {socket.gethostname()} {os.getpid()}".encode()
+    return {"y": x * 2, "text_out": text, "where": np.full((len(x), 1), where, dtype=object)}
+
+
+@batch
+def slow_where(x):  # type: ignore[no-untyped-def]
+    """Where it ran, after 20 ms: a batch is in flight long enough to be lost with its worker."""
+    time.sleep(0.02)
+    return {"where": np.full((len(x), 1), _node_id().encode(), dtype=object), "y": x + 1}
+
+
+@batch
+def spin(x):  # type: ignore[no-untyped-def]
+    """A CPU-bound model: about 5 ms of Python arithmetic per call."""
+    deadline = time.perf_counter() + 0.005
+    total = 0
+    while time.perf_counter() < deadline:
+        total += 1
+    return {"y": x + 1}
+
+
+@sample
+def words(text_input):  # type: ignore[no-untyped-def]
+    """A streaming model: one response per word."""
+    for word in text_input.item().decode().split():
+        yield {"text_output": np.array([[word.encode()]], dtype=object)}
+
+
+@batch
+async def overlapped(x):  # type: ignore[no-untyped-def]
+    """An async model with concurrency: its batches overlap while they wait."""
+    await asyncio.sleep(0.05)
+    return {"y": x * 3}
