@@ -434,16 +434,21 @@ def test_several_fronts_apply_a_setting_everywhere_and_a_restarted_front_takes_t
     serve = make_serve(fronts=2)
     serve.run()
     first, second = connections(serve, 2)  # one to each front
-    assert call(first, "POST", "/v2/trace/setting", {"trace_rate": "5"})[0] == 200
-    assert call(second, "POST", "/v2/logging", {"log_verbose_level": 2})[0] == 200
-    for connection in (first, second):
-        assert call(connection, "GET", "/v2/trace/setting")[1]["trace_rate"] == "5"
-        assert call(connection, "GET", "/v2/logging")[1]["log_verbose_level"] == 2
-        connection.close()
+    try:
+        assert call(first, "POST", "/v2/trace/setting", {"trace_rate": "5"})[0] == 200
+        assert call(second, "POST", "/v2/logging", {"log_verbose_level": 2})[0] == 200
+        for connection in (first, second):
+            assert call(connection, "GET", "/v2/trace/setting")[1]["trace_rate"] == "5"
+            assert call(connection, "GET", "/v2/logging")[1]["log_verbose_level"] == 2
+    finally:
+        first.close()
+        second.close()
     before = front_pids(serve)
     os.kill(before[1], signal.SIGKILL)
     assert wait_until(lambda: front_pids(serve)[1] != before[1] and serve.is_ready(), WAIT_S)
     for connection in connections(serve, 2):
-        assert call(connection, "GET", "/v2/trace/setting")[1]["trace_rate"] == "5"
-        assert call(connection, "GET", "/v2/logging")[1]["log_verbose_level"] == 2
-        connection.close()
+        try:
+            assert call(connection, "GET", "/v2/trace/setting")[1]["trace_rate"] == "5"
+            assert call(connection, "GET", "/v2/logging")[1]["log_verbose_level"] == 2
+        finally:
+            connection.close()
