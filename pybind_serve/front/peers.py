@@ -3,7 +3,7 @@
 Every front batches and answers its own connections, so what a client must see as one server is kept so
 through this: a shared-memory region registered through one front is registered on all of them before the
 client hears back, and `/metrics` and the statistics endpoints answer totals, summing each front's counters.
-A front that does not answer within ``timeout_s`` (it died and is being restarted) is left out of that one
+A front not connected, or not answering, within ``timeout_s`` (it died and is being restarted) is left out of that one
 answer; its frames queued meanwhile are dropped, not delivered to its successor.
 
 Frames go to each peer's ROUTER (the one its workers and the owner talk to) over a DEALER of our own; calls are
@@ -55,15 +55,20 @@ class Peers:
         async with self._lock:
             call_id = next(self._ids)
             data = encode({"op": op, "call": call_id, **fields})
-            asked = []
-            for sock in self._sockets:
-                try:
-                    await sock.send(data, flags=zmq.NOBLOCK)
-                except zmq.Again:  # not connected: down, or restarting
-                    continue
-                asked.append(sock)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout_s
+            asked = []
+            for sock in self._sockets:
+                while True:
+                    try:
+                        await sock.send(data, flags=zmq.NOBLOCK)
+                    except zmq.Again:  # not connected: just started, restarting or down; it has until the deadline
+                        if loop.time() < deadline:
+                            await asyncio.sleep(0.02)
+                            continue
+                        break
+                    asked.append(sock)
+                    break
             replies = []
             for sock in asked:
                 while (left := deadline - loop.time()) > 0:

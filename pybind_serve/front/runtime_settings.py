@@ -10,7 +10,6 @@ up to ``trace_count``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -23,8 +22,6 @@ from .trace_spans import Tracer
 __all__ = ["RuntimeSettings"]
 
 log = logging.getLogger("pybind_serve.front")
-
-SHARE_WITHIN_S = 10.0  # how long a change keeps being offered to fronts that have not answered
 
 
 class RuntimeSettings:
@@ -74,19 +71,10 @@ class RuntimeSettings:
     async def _share(self, kind: str, model: str | None, changes: Mapping[str, Any]) -> None:
         if self._peers is None:
             return
-        # Every front must take it: one not connected yet (just started) or slow to answer is asked again (the
-        # changes are absolute values, so applying them twice is harmless), for up to SHARE_WITHIN_S.
-        deadline = asyncio.get_running_loop().time() + SHARE_WITHIN_S
-        while True:
-            replies = await self._peers.call("settings", kind=kind, model=model, changes=dict(changes))
-            for reply in replies:
-                if not reply.get("ok"):
-                    log.warning(
-                        "another front could not apply the %s settings %s: %s", kind, dict(changes), reply["error"]
-                    )
-            if len(replies) >= len(self._peers) or asyncio.get_running_loop().time() >= deadline:
-                break
-            await asyncio.sleep(0.05)
+        replies = await self._peers.call("settings", kind=kind, model=model, changes=dict(changes))
+        for reply in replies:
+            if not reply.get("ok"):
+                log.warning("another front could not apply the %s settings %s: %s", kind, dict(changes), reply["error"])
         if len(replies) < len(self._peers):
             log.warning(
                 "%d of %d other fronts did not take the %s settings %s",

@@ -17,7 +17,7 @@ import pathlib
 import re
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import pybind_serve
 from pybind_serve.errors import ServeError
@@ -56,6 +56,7 @@ VALID_TRITON_ENDPOINTS = frozenset(
     }
 )
 DEFAULT_PROTECTED_ENDPOINTS = ["shared-memory", "model-repository", "statistics", "trace", "logging"]
+_B = TypeVar("_B", bound="_Binder")
 _MODEL_NAME = re.compile(r"^[a-zA-Z0-9._-]+$")
 _ENV_PREFIX = "PYTRITON_TRITON_CONFIG_"
 
@@ -354,13 +355,35 @@ def _model_config_view(
 
 
 class _Binder:
-    """What `Triton` and `RemoteTriton` share: PyTriton's `bind` arguments, mapped onto a pybind_serve binder."""
+    """What `Triton` and `RemoteTriton` share: PyTriton's `bind` arguments mapped onto a pybind_serve binder
+    (``target``: a `Serve` or a `RemoteServe`), the context manager, and a `stop` that runs once (also at exit)."""
 
-    _target: Any
-
-    def __init__(self) -> None:
+    def __init__(self, target: Any) -> None:
         self._lock = threading.RLock()
         self._models: list[tuple[str, int]] = []
+        self._target = target
+        self._stopped = False
+        atexit.register(self.stop)
+
+    def __enter__(self: _B) -> _B:
+        self.connect()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def connect(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> bool:
+        """Stop serving (`Triton`) or unbind this process's models (`RemoteTriton`); True when this call did it."""
+        with self._lock:
+            if self._stopped:
+                return False
+            self._stopped = True
+        atexit.unregister(self.stop)
+        self._target.stop()
+        return True
 
     def bind(
         self,
@@ -430,24 +453,16 @@ class Triton(_Binder):
         triton_lifecycle_policy: TritonLifecyclePolicy | None = None,
         security_config: TritonSecurityConfig | None = None,
     ) -> None:
-        super().__init__()
         merged = {k: v for k, v in TritonConfig.from_env().to_dict().items() if v is not None}
         merged.update({k: v for k, v in (config.to_dict() if config else {}).items() if v is not None})
         self._config = TritonConfig(**merged)
         self._security_config = security_config or TritonSecurityConfig()
         try:
-            self._target = self._serve = pybind_serve.Serve(**serve_arguments(self._config, self._security_config))
+            self._serve = pybind_serve.Serve(**serve_arguments(self._config, self._security_config))
         except ServeError as exc:
             raise from_serve_error(exc) from exc
-        self._started = self._stopped = False
-        atexit.register(self.stop)
-
-    def __enter__(self) -> Triton:
-        self.run()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
+        super().__init__(self._serve)
+        self._started = False
 
     def run(self) -> None:
         """Start serving (if not yet) with every bound model ready, and return."""
@@ -466,16 +481,6 @@ class Triton(_Binder):
             LOGGER.info("SIGINT received, exiting.")
         finally:
             self.stop()
-
-    def stop(self) -> bool:
-        """Stop serving; True when this call stopped it."""
-        with self._lock:
-            if self._stopped:
-                return False
-            self._stopped = True
-        atexit.unregister(self.stop)
-        self._serve.stop()
-        return True
 
     def is_alive(self) -> bool:
         """Whether the server runs with every bound model ready."""
@@ -505,18 +510,9 @@ class RemoteTriton(_Binder):
     """
 
     def __init__(self, url: str, workspace: str | pathlib.Path | None = None, access_token: str | None = None) -> None:
-        super().__init__()
         self._url = url
-        self._target = self._remote = pybind_serve.RemoteServe(url)
-        self._stopped = False
-        atexit.register(self.stop)
-
-    def __enter__(self) -> RemoteTriton:
-        self.connect()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
+        self._remote = pybind_serve.RemoteServe(url)
+        super().__init__(self._remote)
 
     def connect(self) -> None:
         """Attach to the server and load the models bound so far."""
@@ -538,22 +534,11 @@ class RemoteTriton(_Binder):
 
     def serve(self, monitoring_period_s: float = MONITORING_PERIOD_S) -> None:
         """Connect and block until SIGINT / SIGTERM or the server stops, then unbind this process's models."""
-        self.connect()
-        stop = threading.Event()
         try:
-            while self._remote.is_connected() and not stop.wait(min(monitoring_period_s, 1.0)):
-                pass
+            self._remote.serve()
+        except ServeError as exc:
+            raise from_serve_error(exc) from exc
         except KeyboardInterrupt:
             LOGGER.info("SIGINT received, exiting.")
         finally:
             self.stop()
-
-    def stop(self) -> bool:
-        """Unbind this process's models from the server; True when this call did it."""
-        with self._lock:
-            if self._stopped:
-                return False
-            self._stopped = True
-        atexit.unregister(self.stop)
-        self._remote.close()
-        return True
