@@ -177,16 +177,18 @@ class ModelConfig:
       process sees), a number of GPUs (the first ones), or a list of ``"cuda:<i>"`` and ``"cpu"``. A GPU worker
       sees only its GPU, as ``cuda:0`` (``CUDA_VISIBLE_DEVICES``), and is started fresh (not forked), so the
       binding process may use CUDA itself. Asking for GPUs the host does not have is a `ConfigurationError` at
-      ``bind``. See docs/gpu.md.
+      ``bind``. Under a cluster backend (``Serve(backend=RayBackend(...))``) the GPUs are the cluster's, counted
+      when the model is loaded, and the cluster's scheduler chooses which. See docs/gpu.md.
     - ``concurrency``: how many batches one worker runs at once when the function is ``async def`` (default 1:
       one after the other). An I/O-bound async function (calling another service) then overlaps its waits;
       each batch keeps its execution timeout and its cancellation. A plain function runs one batch at a time
       whatever this says, and so does a decoupled (streaming) model.
     - ``execution_timeout_s``: how long the function may take over one batch (for a decoupled model: between
       two of its responses) before that batch's requests fail with `ExecutionTimeoutError` (HTTP 504, gRPC
-      DEADLINE_EXCEEDED); ``None`` (default) waits as long as it takes. A worker process that timed out is
-      killed and replaced; a function running in the binding process (``instances=None``) cannot be stopped, so
-      the model is reported not ready until it returns (see docs/limits.md).
+      DEADLINE_EXCEEDED); ``None`` (default) waits as long as it takes. A worker process (or a cluster backend's
+      actor) that timed out is killed and replaced; a function running in the binding process
+      (``instances=None``) cannot be stopped, so the model is reported not ready until it returns (see
+      docs/limits.md).
     - ``response_cache``: answer a request identical to an earlier one (same model version, inputs' names,
       datatypes, shapes and bytes, and custom parameters) from the front's cache without running the function
       (Triton's ``response_cache``); the cache's size is ``Serve(response_cache_bytes=...)``. Not for a

@@ -7,6 +7,10 @@ answers totals (`front.peers`). The owner binds the HTTP and metrics sockets and
 so a front that died is restarted on the same sockets and endpoint (`watch`): connections that arrive
 meanwhile wait in its backlog, the workers reconnect to it by themselves, and ``on_restart`` loads the models
 into it again. One front (the default) works exactly the same, with plain sockets.
+
+A cluster backend may add front replicas that run on other hosts (`add_remote`: each a `RemoteFront`, indexed after
+this host's fronts): the calls to every front reach them too, and one that its host restarted is loaded again
+through ``on_restart`` as well; one lost with its host is left out from then on.
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 
@@ -33,11 +37,27 @@ from .transport.channel import ControlClient, endpoint_path, new_endpoint
 from .transport.network import SECRET_ENV, FrontNetwork
 from .transport.shm import front_tag, remove_segments_of
 
-__all__ = ["Fronts"]
+__all__ = ["Fronts", "RemoteFront"]
 
 log = logging.getLogger("pybind_serve")
 
 RESTART_INTERVAL_S = 1.0  # at most one restart of a front per this long, should it keep dying
+
+
+class RemoteFront(Protocol):
+    """A front replica that another host runs (a cluster backend's): what `Fronts` asks of it."""
+
+    lost: bool  # gone for good (with its host): left out of the calls to every front
+
+    def call(self, op: str, timeout_s: float, **fields: Any) -> dict[str, Any]:
+        """Its reply to a control call; `StartupError` if none comes."""
+        ...
+
+    def alive(self) -> bool: ...
+
+    def take_restart(self) -> bool:
+        """Whether its host restarted it since the last time this was asked (then the models are loaded again)."""
+        ...
 
 
 class Fronts:
@@ -67,6 +87,14 @@ class Fronts:
         self._watcher: threading.Thread | None = None
         self.network = network  # a cluster backend's workers connect to each front over TCP too (None: not)
         self.network_endpoints: list[str | None] = [None] * count  # known once each front has answered
+        self.remote: list[RemoteFront] = []  # front replicas on other hosts, indexed from ``count`` on
+        self._close_remote: Callable[[], None] | None = None
+
+    def add_remote(self, fronts: Sequence[RemoteFront], close: Callable[[], None]) -> None:
+        """Front replicas that other hosts run (indexed after this host's fronts, in this order); ``close`` stops
+        them all (`close` calls it while this host's fronts drain)."""
+        self.remote.extend(fronts)
+        self._close_remote = close
 
     # -- starting ---------------------------------------------------------------------------------------------
 
@@ -131,33 +159,41 @@ class Fronts:
     # -- calling ----------------------------------------------------------------------------------------------
 
     def alive(self, index: int) -> bool:
+        if index >= self.count:
+            return self.remote[index - self.count].alive()
         process = self._processes[index]
         return process is not None and process.poll() is None
 
     def call(self, op: str, timeout_s: float, **fields: Any) -> list[dict[str, Any]]:
-        """Ask every front (one after the other); their replies. `StartupError` if one refuses or is gone."""
-        return [self.call_one(index, op, timeout_s, **fields) for index in range(len(self._controls))]
+        """Ask every front (one after the other; front replicas of other hosts lost with them are left out); their
+        replies. `StartupError` if one refuses or is gone."""
+        indexes = [*range(len(self._controls)), *(self.count + i for i, r in enumerate(self.remote) if not r.lost)]
+        return [self.call_one(index, op, timeout_s, **fields) for index in indexes]
 
     def call_one(self, index: int, op: str, timeout_s: float, **fields: Any) -> dict[str, Any]:
         """Ask front ``index``; its reply. `StartupError` if it refuses or is gone."""
-        reply = self._controls[index].call(op, timeout_s, alive=partial(self.alive, index), **fields)
+        if index >= self.count:
+            reply = self.remote[index - self.count].call(op, timeout_s, **fields)
+        else:
+            reply = self._controls[index].call(op, timeout_s, alive=partial(self.alive, index), **fields)
         if not reply.get("ok"):
             raise StartupError(reply.get("error", f"the front refused {op!r}"))
         return reply
 
     def tell(self, op: str, **fields: Any) -> None:
         """Tell every live front, not minding those that are gone or do not answer within 5 s."""
-        for index, control in enumerate(self._controls):
+        for index in range(len(self._controls) + len(self.remote)):
             if self.alive(index):
                 try:
-                    control.call(op, 5.0, alive=partial(self.alive, index), **fields)
+                    self.call_one(index, op, 5.0, **fields)
                 except StartupError:
                     log.warning("front %d did not take %r", index, op)
 
     def ready(self) -> bool:
         """Whether every front is up and says every model is ready."""
         try:
-            return all(self.alive(i) and r.get("ready") for i, r in enumerate(self.call("status", 5.0)))
+            local = all(self.alive(i) for i in range(self.count))
+            return local and all(reply.get("ready") for reply in self.call("status", 5.0))
         except StartupError:
             return False
 
@@ -173,6 +209,12 @@ class Fronts:
     def _watch(self, on_restart: Callable[[int], None]) -> None:
         last_restart = [0.0] * self.count
         while not self._stopping.wait(0.1):
+            for offset, remote in enumerate(self.remote):
+                if remote.take_restart() and not self._stopping.is_set():
+                    try:
+                        on_restart(self.count + offset)
+                    except Exception:
+                        log.exception("front replica %d could not be loaded again", self.count + offset)
             for index in range(self.count):
                 process = self._processes[index]
                 if process is None or process.poll() is None or self._stopping.is_set():
@@ -196,6 +238,9 @@ class Fronts:
         self._stopping.set()
         if self._watcher is not None and self._watcher is not threading.current_thread():
             self._watcher.join()
+        remote = threading.Thread(target=self._close_remote, daemon=True) if self._close_remote else None
+        if remote is not None:  # they drain beside ours
+            remote.start()
         running = [p for p in self._processes if p is not None and p.poll() is None]
         for process in running:
             process.send_signal(signal.SIGTERM)
@@ -207,6 +252,8 @@ class Fronts:
                 log.error("a front process did not stop within %g s; killing it", self._stop_timeout_s)
                 process.kill()
                 process.wait()
+        if remote is not None:
+            remote.join()
         for control in self._controls:
             control.close()
         for sockets in self._sockets:

@@ -5,7 +5,8 @@ plan of its workers (one per instance: its device, and what its ``CUDA_VISIBLE_D
 device listed. ``devices`` is ``"all"`` (every GPU this process can see), a count ``n`` (the first ``n``), or a
 list of ``"cuda:i"`` and ``"cpu"``. GPUs are numbered as this process sees them: with ``CUDA_VISIBLE_DEVICES=2,3``
 set, ``cuda:0`` is physical GPU 2. A worker on ``cuda:i`` gets ``CUDA_VISIBLE_DEVICES`` set to that one GPU
-before anything in it can initialise CUDA, so inside the worker its GPU is ``cuda:0``.
+before anything in it can initialise CUDA, so inside the worker its GPU is ``cuda:0``. Under a cluster backend
+(`Serve(backend=RayBackend(...))`) the GPUs are the cluster's, not this host's: `resolve_on_cluster`.
 
 >>> resolve_devices("all", ["0", "1"])
 ('cuda:0', 'cuda:1')
@@ -21,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, StartupError
 
 __all__ = [
     "ALL",
@@ -31,6 +32,7 @@ __all__ = [
     "normalize_devices",
     "plan",
     "resolve_devices",
+    "resolve_on_cluster",
     "visible_gpus",
 ]
 
@@ -122,6 +124,40 @@ def resolve_devices(devices: Sequence[str] | str | int, gpus: Sequence[str]) -> 
         if match and int(match[1]) >= len(gpus):
             raise ConfigurationError(f"devices: {name} is not there: {seen}")
     return tuple(devices)
+
+
+def resolve_on_cluster(
+    devices: Sequence[str] | str | int, gpus: float, has: str = "", cluster: str = "the cluster"
+) -> tuple[str, ...]:
+    """``devices`` as the devices it means on a cluster of ``gpus`` GPUs in all (whole ones count), whose scheduler
+    chooses which GPU each instance gets: ``"all"`` every GPU, ``n`` that many, a list as many as it names
+    ``"cuda:i"`` (which ``i`` does not matter) and its ``"cpu"`` entries as they are. The model's GPUs are
+    numbered ``cuda:0`` to ``cuda:<n-1>``, its own numbering, not any node's. For the error: ``has``, what the
+    cluster has, and ``cluster``, its name.
+
+    Raises `StartupError` when it asks for more GPUs than the cluster has (any, for ``"all"``): never a silent CPU run.
+
+    >>> resolve_on_cluster("all", 3.0)
+    ('cuda:0', 'cuda:1', 'cuda:2')
+    >>> resolve_on_cluster(("cuda:3", "cpu", "cuda:1"), 4.0)
+    ('cuda:0', 'cpu', 'cuda:1')
+    """
+    whole = int(gpus + 1e-9)  # Ray sums fractions of GPUs in floating point
+    seen = f"{cluster} has {whole} GPU{'' if whole == 1 else 's'}{f' ({has})' if has else ''}"
+    if devices == ALL:
+        if not whole:
+            raise StartupError(f"devices='all' asks for GPUs, but {seen}")
+        return tuple(f"cuda:{i}" for i in range(whole))
+    if isinstance(devices, int):
+        if devices > whole:
+            raise StartupError(f"devices={devices} asks for {devices} GPU{'s' * (devices != 1)}, but {seen}")
+        return tuple(f"cuda:{i}" for i in range(devices))
+    assert not isinstance(devices, str)
+    asked = sum(device != "cpu" for device in devices)
+    if asked > whole:
+        raise StartupError(f"devices={list(devices)} asks for {asked} GPU{'s' * (asked != 1)}, but {seen}")
+    numbers = iter(range(asked))
+    return tuple(device if device == "cpu" else f"cuda:{next(numbers)}" for device in devices)
 
 
 def plan(devices: tuple[str, ...], per_device: int, gpus: Sequence[str]) -> list[Placement]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import math
 import time
 from collections import deque
 from collections.abc import Hashable, Iterator
@@ -108,6 +109,14 @@ class _Level(Generic[P]):
             if pending._state is _State.DELAYED:
                 yield pending
 
+    def oldest(self) -> float:
+        """When the level's longest-queued request was queued (monotonic); infinity when none is. The main queue is
+        in enqueue order (requests put back go to its head, and they were queued before the others) and so is the
+        delayed tail: the first live entry of each."""
+        first = next((p.enqueued for p in self.queue if p._state is _State.QUEUED), math.inf)
+        delayed = next((p.enqueued for p in self.delayed if p._state is _State.DELAYED), math.inf)
+        return min(first, delayed)
+
     def trim(self) -> None:
         """Drop entries that left the queue from the fronts; rebuild the deques when they pile up inside."""
         queue, delayed = self.queue, self.delayed
@@ -158,6 +167,14 @@ class Scheduler(Generic[P]):
         """Requests queued and not yet dispatched (cancelled and timed-out ones excluded)."""
         return self._count
 
+    def oldest_wait_s(self, now: float) -> float:
+        """How long the request queued longest has waited at ``now`` (monotonic), in seconds; 0 when none is queued
+        (the autoscaling signal `Autoscale.queue_time_s`)."""
+        if not self._count:
+            return 0.0
+        oldest = min((level.oldest() for level in self._levels if level.count), default=math.inf)
+        return max(now - oldest, 0.0) if oldest < math.inf else 0.0
+
     def submit(self, payload: P, rows: int, key: Hashable, priority: int = 0, timeout_us: int = 0) -> Pending[P]:
         """Queue a request of ``rows`` rows; only requests of equal ``key`` share a batch.
 
@@ -188,9 +205,10 @@ class Scheduler(Generic[P]):
         self._notify(False)
         return pending
 
-    def requeue(self, batch: list[Pending[P]]) -> None:
+    def requeue(self, batch: list[Pending[P]], retried: bool = True) -> None:
         """Put dispatched requests back at the head of their levels, in order: their worker was lost before it
-        answered, and another is to run them. Their queue timeouts are not armed again (they waited already)."""
+        answered, and another is to run them (``retried``: each counts one more run in `Pending.retries`; False: the
+        batch never reached its worker). Their queue timeouts are not armed again (they waited already)."""
         for pending in reversed(batch):
             if pending.future.done() or pending._state is not _State.DONE:
                 continue
@@ -198,7 +216,7 @@ class Scheduler(Generic[P]):
                 pending.future.set_exception(self._error)
                 continue
             pending._state = _State.QUEUED
-            pending.retries += 1
+            pending.retries += 1 if retried else 0
             level = self._levels[pending.level - 1]
             level.queue.appendleft(pending)
             level.count += 1

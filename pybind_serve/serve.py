@@ -19,7 +19,7 @@ from typing import Any
 
 import zmq
 
-from .backend import Backend, WorkerPool, WorkerSite, front_calls
+from .backend import Backend, FrontSite, WorkerPool, WorkerSite, front_calls
 from .config import ModelConfig
 from .discovery import ServerRecord, publish, record_path, withdraw
 from .errors import ConfigurationError, StartupError
@@ -205,6 +205,7 @@ class Serve:
         self._bindings: dict[tuple[str, int], _Binding] = {}
         self._lock = threading.RLock()
         self._fronts: Fronts | None = None
+        self._replica_endpoints: tuple[str, ...] = ()  # a cluster backend's front replicas on its other hosts
         self._context: zmq.Context[Any] | None = None
         self._supervisor: WorkerPool | None = None
         self._lifeline: tuple[int, int] | None = None
@@ -234,7 +235,7 @@ class Serve:
         model is loaded live and ``bind`` returns once it is ready (if it cannot start, ``bind`` raises
         `StartupError` saying why, and the model is not bound).
         """
-        spec = _spec(name, fn, inputs, outputs, config or ModelConfig(), version, strict)
+        spec = _spec(name, fn, inputs, outputs, config or ModelConfig(), version, strict, here=self.backend is None)
         if spec.config.response_cache and not self.response_cache_bytes:
             raise ConfigurationError.collect(
                 f"bind({name!r})",
@@ -446,12 +447,33 @@ class Serve:
         self._fronts.start()
         self._ports.update(self._fronts.ports)
         log.info("front process%s started (pid %s)", "es" * (self.fronts > 1), ", ".join(map(str, self._fronts.pids)))
+        self._start_replicas()
         self._supervisor = self._worker_pool()
-        for binding in self._bindings.values():
+        for binding in list(self._bindings.values()):  # `_load` replaces each with its placed spec
             self._load(binding)
         self._fronts.call("open", self.startup_timeout_s)  # from now on /v2/health/ready may say 200
         self._fronts.watch(self._front_restarted)
         publish(self._server_record(), self._record)
+
+    def _start_replicas(self) -> None:
+        """A cluster backend's front replicas on its other hosts, called from then on as this host's fronts."""
+        fronts = self._fronts
+        assert fronts is not None
+        if self.backend is None or fronts.network is None:
+            return
+        ports = {kind: self._ports.get(kind) for kind in ("http", "grpc", "metrics")}
+        site = FrontSite(
+            self._front_options(),
+            self.host,
+            ports,
+            fronts.network,
+            self._owner,
+            self.startup_timeout_s,
+            self.drain_timeout_s + 5,
+        )
+        replicas = self.backend.front_replicas(site)
+        fronts.add_remote(replicas.members, replicas.close)
+        self._replica_endpoints = replicas.endpoints()
 
     def _worker_pool(self) -> WorkerPool:
         """What starts and restarts the workers: this host's threads and processes, or the backend's."""
@@ -462,7 +484,14 @@ class Serve:
                 fronts.endpoints, self._owner, self._lifeline, self._context, self._worker_gone, self.idle_release_s
             )
         network_endpoints = tuple(e for e in fronts.network_endpoints if e is not None)
-        site = WorkerSite(tuple(fronts.endpoints), network_endpoints, fronts.network, self._owner, self.idle_release_s)
+        site = WorkerSite(
+            tuple(fronts.endpoints),
+            network_endpoints,
+            fronts.network,
+            self._owner,
+            self.idle_release_s,
+            self._replica_endpoints,
+        )
         return self.backend.workers(site, self._worker_gone, front_calls(fronts))
 
     def _front_options(self) -> dict[str, Any]:
@@ -515,7 +544,9 @@ class Serve:
 
     def _load(self, binding: _Binding) -> None:
         assert self._supervisor is not None and self._fronts is not None
-        spec = binding.spec
+        spec = self._supervisor.place(binding.spec)  # with a backend, "all" means its cluster's GPUs: known now
+        if spec is not binding.spec:
+            binding = self._bindings[(spec.name, spec.version)] = _Binding(spec, binding.fn)
         old = self._supervisor.group(spec.name, spec.version)
         self._call("load", self.startup_timeout_s, spec=spec.to_wire())
         if old is not None:
@@ -601,6 +632,7 @@ def _spec(
     config: ModelConfig,
     version: int,
     strict: bool,
+    here: bool = True,  # devices are this host's GPUs; False: a backend's cluster's, resolved by its pool at load
 ) -> ModelSpec:
     problems = []
     if not isinstance(name, str) or not name or "/" in name:
@@ -618,7 +650,7 @@ def _spec(
         problems.append(f"version must be an int >= 1, got {version!r}")
     if not isinstance(config, ModelConfig):
         problems.append(f"config must be a ModelConfig, got {type(config).__name__}")
-    elif config.devices is not None:
+    elif config.devices is not None and here:
         try:  # "all", a count: the GPUs of this host, now
             config = dataclasses.replace(config, devices=resolve_devices(config.devices, visible_gpus()))
         except ConfigurationError as exc:
@@ -630,7 +662,8 @@ def _spec(
     placed = config.instances is not None or config.devices is not None  # else: one thread per function
     threads = 1 if placed else len(functions)
     spec = ModelSpec(name, version, tuple(inputs), tuple(outputs), config, strict, threads)
-    if isinstance(fn, (list, tuple)) and placed and len(fn) != (count := spec.instance_count):
+    unknown = config.devices == "all"  # a cluster's GPUs: the pool checks once it knows them
+    if isinstance(fn, (list, tuple)) and placed and not unknown and len(fn) != (count := spec.instance_count):
         raise ConfigurationError.collect(
             f"bind({name!r})", [f"{len(fn)} functions for {count} instances: give one per instance"]
         )

@@ -211,6 +211,10 @@ class Supervisor:
     def group(self, name: str, version: int) -> WorkerGroup | None:
         return self._groups.get((name, version))
 
+    def place(self, spec: ModelSpec) -> ModelSpec:
+        """``spec`` as it is: `Serve.bind` resolved its ``devices`` against this host's GPUs already."""
+        return spec
+
     def _identity(self, spec: ModelSpec) -> tuple[str, str]:
         n = next(self._ids)
         return f"{self._prefix}-{n}:{spec.name}:{spec.version}", f"w{n}"

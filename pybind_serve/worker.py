@@ -74,8 +74,9 @@ class Worker:
     """Serves batches of one model version until its channel says stop.
 
     ``pid`` is the worker's own process id when it runs in a process of its own (the front may kill it when
-    it overruns ``execution_timeout_s``), None when it is a thread of the binding process. Shared memory
-    unused for ``idle_release_s`` is given back.
+    it overruns ``execution_timeout_s``), None when it is a thread of the binding process; ``owner_kills``: its
+    owner (a cluster backend's pool) kills it instead, and its hello says so. Shared memory unused for
+    ``idle_release_s`` is given back.
     """
 
     def __init__(
@@ -86,9 +87,10 @@ class Worker:
         arena: Arena,
         pid: int | None = None,
         idle_release_s: float = 10.0,
+        owner_kills: bool = False,
     ) -> None:
         self.spec, self.fn, self.channel, self.arena, self.pid = spec, fn, channel, arena, pid
-        self.idle_release_s = idle_release_s
+        self.idle_release_s, self.owner_kills = idle_release_s, owner_kills
         self.segments = SegmentMap()
         self.failures = FailureLog(spec.label)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -132,6 +134,8 @@ class Worker:
         """Announce the worker to the front, then answer frames until stopped. Closes everything it opened."""
         hello = {"op": "hello", "model": self.spec.name, "version": self.spec.version, "segments": segment_prefix}
         self._hello = {**hello, "pid": self.pid, "slots": self.slots}
+        if self.owner_kills:
+            self._hello["owner_kills"] = True
         try:
             self.channel.broadcast(self._hello)
             if self.slots > 1:
@@ -260,29 +264,32 @@ class Worker:
         """The result frame of a batch whose function answered ``responses``."""
         outputs = self._collect(responses, requests)
         buffers: list[Any] = []
-        descriptors = {name: self._write(arrays, buffers) for name, arrays in outputs.items()}
+        front = frame["front"]
+        descriptors = {name: self._write(arrays, buffers, front) for name, arrays in outputs.items()}
         compute_us = int((time.perf_counter() - started) * 1e6)
         answer = {"op": "result", "id": frame["id"], "outputs": descriptors, "compute_us": compute_us}
         if buffers:
             answer["buffers"] = buffers
         return answer
 
-    def _write(self, arrays: list[Any], buffers: list[Any]) -> dict[str, Any]:
-        """Outputs into this worker's arena, or (fronts on another host) into the answer's ``buffers``."""
-        return pack_group(arrays, buffers) if self.channel.inline else write_group(self.arena, arrays)
+    def _write(self, arrays: list[Any], buffers: list[Any], front: int) -> dict[str, Any]:
+        """Outputs into this worker's arena, or (a front on another host) into the answer's ``buffers``."""
+        if self.channel.inline_fronts[front]:
+            return pack_group(arrays, buffers)
+        return write_group(self.arena, arrays)
 
     async def _serve_concurrently(self) -> None:
         """The frame loop of an async function with ``concurrency`` above one: each batch runs as a task on the
         worker's event loop while the next frames are taken; the front sends at most ``slots`` at once."""
         loop = asyncio.get_running_loop()
         sockets = [zmq.asyncio.Socket.shadow(sock.underlying) for sock in self.channel.sockets]
-        inline = self.channel.inline
+        inline = self.channel.inline_fronts
         stopped = asyncio.Event()
         loop.add_reader(self.channel.stop_fd, stopped.set)
         running: dict[tuple[int, int], asyncio.Task[None]] = {}  # by front and batch id
         stop = asyncio.ensure_future(stopped.wait())
         receiving: dict[asyncio.Future[Any], int] = {
-            asyncio.ensure_future(_receive(sock, inline)): i for i, sock in enumerate(sockets)
+            asyncio.ensure_future(_receive(sock, inline[i])): i for i, sock in enumerate(sockets)
         }
         try:
             while True:
@@ -296,8 +303,8 @@ class Worker:
                     continue
                 for receive in done:
                     front = receiving.pop(receive)
-                    receiving[asyncio.ensure_future(_receive(sockets[front], inline))] = front
-                    frame = parse_parts(receive.result()) if inline else decode(receive.result())
+                    receiving[asyncio.ensure_future(_receive(sockets[front], inline[front]))] = front
+                    frame = parse_parts(receive.result()) if inline[front] else decode(receive.result())
                     frame["front"] = front
                     key = (front, frame.get("id", -1))
                     if frame["op"] == "batch":
@@ -346,10 +353,10 @@ class Worker:
             answer = {"op": "error", "id": frame["id"], "type": "ExecutionTimeoutError", "message": "cancelled"}
         except BaseException as exc:
             answer = self._error_frame(frame["id"], exc)
-        await socket.send_multipart(to_parts(answer if marks is None else _timed(answer, marks)))
+        await socket.send_multipart(to_parts(answer if marks is None else _timed(answer, marks)), copy=False)
 
     def _requests(self, frame: dict[str, Any]) -> list[Request]:
-        if self.channel.inline:  # the front is on another host: the bytes came in the message
+        if self.channel.inline_fronts[frame["front"]]:  # the front is on another host: the bytes came in the message
             buffers = frame.pop("buffers", [])
             columns = {name: unpack_group(desc, buffers, writable=True) for name, desc in frame["inputs"].items()}
         else:
@@ -419,7 +426,7 @@ class Worker:
             return
         outputs = self._collect([step[i] for i in index], [requests[i] for i in index]) if index else {}
         buffers: list[Any] = []
-        descriptors = {name: self._write(arrays, buffers) for name, arrays in outputs.items()}
+        descriptors = {name: self._write(arrays, buffers, front) for name, arrays in outputs.items()}
         partial_ = {"op": "partial", "id": batch_id, "index": index, "ended": ended, "outputs": descriptors}
         if buffers:
             partial_["buffers"] = buffers

@@ -75,15 +75,15 @@ class Job:
     visible_devices: str | None = None  # CUDA_VISIBLE_DEVICES of a spawned worker; None: left as it is
 
 
-def serve_job(job: Job, channel: WorkerChannel, pid: int | None) -> bool:
+def serve_job(job: Job, channel: WorkerChannel, pid: int | None, owner_kills: bool = False) -> bool:
     """Build the job's function, run its warmups, and serve it until stopped; False if the build or a warmup
-    failed (the front was told)."""
+    failed (the front was told). ``owner_kills``: a cluster backend's worker, killed by its owner (`Worker`)."""
     enter(job.context)
     site = job.site
     worker = None
     try:
         fn = build(job.fn, job.context)
-        worker = Worker(job.spec, fn, channel, Arena(site.owner, job.tag), pid, site.idle_release_s)
+        worker = Worker(job.spec, fn, channel, Arena(site.owner, job.tag), pid, site.idle_release_s, owner_kills)
         worker.warm_up()  # before its hello: an instance is ready once warm
     except Exception as exc:
         log.error("%s: worker %d could not start:\n%s", job.spec.label, job.context.instance, user_traceback(exc))

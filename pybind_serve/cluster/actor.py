@@ -54,6 +54,7 @@ class ActorPlan:
     probe: Probe
     transport: str  # "auto", "shm" (must share the owner's host) or "tcp" (always the network)
     paths: tuple[str, ...]  # the owner's sys.path: those that exist here are added (as for a spawned worker)
+    replica_endpoints: tuple[str, ...] = ()  # the TCP endpoints of the front replicas on other nodes
 
 
 class WorkerActor:
@@ -81,7 +82,8 @@ class WorkerActor:
                 channel.broadcast({"op": "failed", "model": plan.model, "version": plan.version, "error": error})
                 channel.close(linger_ms=1000)
                 return "failed"
-            return "stopped" if serve_job(job, channel, None) else "failed"
+            # No pid to kill from a front: one that overruns execution_timeout_s is killed by the owner's pool.
+            return "stopped" if serve_job(job, channel, None, owner_kills=True) else "failed"
         finally:
             context.destroy(linger=0)
 
@@ -93,10 +95,12 @@ class WorkerActor:
                 "share the server's /dev/shm and socket files; use transport='auto'"
             )
         self._transport = "shm" if local else "tcp"
-        if local:
-            return WorkerChannel(context, plan.endpoints, plan.identity, self._stop_read)
+        # The owner's fronts first (over ipc and shared memory, or the network), then the replicas (the network).
+        fronts = plan.endpoints if local else plan.network_endpoints
+        inline = [not local] * len(fronts) + [True] * len(plan.replica_endpoints)
         curve = (plan.server_key, new_keys()) if plan.server_key is not None else None
-        return WorkerChannel(context, plan.network_endpoints, plan.identity, self._stop_read, inline=True, curve=curve)
+        endpoints = (*fronts, *plan.replica_endpoints)
+        return WorkerChannel(context, endpoints, plan.identity, self._stop_read, inline=inline, curve=curve)
 
     def stop(self) -> None:
         """Stop serving: `run` returns once the batch in hand is answered."""

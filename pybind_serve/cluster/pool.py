@@ -11,14 +11,16 @@ died (its process, or its node); one that returns means it could not start (the 
 way the replacement starts at once the first time, then after a delay that doubles while they keep dying soon
 after their start (`Backoff`); Ray places it wherever the resources are free, on another node if its own is gone.
 
-Before starting a model, the pool checks that some node of the cluster has the resources an instance asks for at
-all (free or not), so that a resource no node has fails ``bind`` at once instead of waiting forever.
+A model's ``devices`` are the cluster's GPUs, not the owner's: `place` resolves them against the cluster's GPU
+count before the fronts load the model (``"all"``: every whole GPU; ``instances`` on each, each asking for its
+share of one; Ray chooses which GPU). Before starting a model, the pool checks that some node of the cluster has the
+resources an instance asks for at all (free or not), so that a resource no node has fails ``bind`` at once instead
+of waiting forever.
 
-A model with ``ModelConfig(autoscale=Autoscale(...))`` starts at ``instances`` (or its minimum); every `SAMPLE_S`
-the pool's second thread asks the fronts for each such model's queue and busy workers, and its `Scaler` decides.
-Up: new actors are started (Ray places them, or holds them pending until resources free up). Down: the newest
-actor is drained on every front first (no new batch goes to it, its batches in flight are answered), then
-stopped; a front keeps a model's last worker, and then the actor stays.
+A model with ``ModelConfig(autoscale=Autoscale(...))`` starts at ``instances`` (or its minimum). The pool's second
+thread (`scaling.Sampler`) looks at the fronts' queues while some model autoscales or has an
+``execution_timeout_s``: it grows and shrinks the pool (`resize`) as each `Scaler` decides, and kills
+the actors whose batch passed their model's execution timeout (`kill_overran`), which are replaced as those that die.
 """
 
 from __future__ import annotations
@@ -29,14 +31,15 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..autoscale import SAMPLE_S, Scaler
+from ..autoscale import Scaler
 from ..backend import FrontCalls, Notify, WorkerSite
 from ..context import WorkerContext
-from ..errors import StartupError
+from ..errors import ConfigurationError, StartupError
+from ..placement import resolve_on_cluster
 from ..resources import Resources
 from ..spec import ModelSpec
 from ..supervisor import STOP_GRACE_S, Backoff
@@ -44,6 +47,7 @@ from ..transport.shm import remove_segments_of
 from ..worker_process import Job, Site, dumps
 from .actor import ActorPlan, WorkerActor
 from .same_host import write_probe
+from .scaling import Sampler
 
 __all__ = ["ActorPool", "actor_options"]
 
@@ -53,13 +57,22 @@ WATCH_INTERVAL_S = 0.2  # the longest the pool's thread waits before looking at 
 CONFIRM_S = 60.0  # the longest a death is waited for Ray to confirm (its health checks take 15 s or more by default)
 
 
-def actor_options(spec: ModelSpec) -> dict[str, Any]:
-    """Ray's actor options for an instance of ``spec``: its `Resources` (one CPU when it gives none); a model placed
-    on GPUs with ``devices`` and no ``num_gpus`` asks for its share of one (``1 / instances``)."""
+def actor_options(spec: ModelSpec, instance: int = 0) -> dict[str, Any]:
+    """Ray's actor options for instance ``instance`` of ``spec``: its `Resources` (one CPU when it gives none). With
+    ``devices`` (`ActorPool.place` resolved them), an instance on a GPU entry and no ``num_gpus`` asks for its share
+    of one GPU (``1 / instances``: ``instances`` share each), one on a ``"cpu"`` entry for no GPU.
+
+    >>> from pybind_serve import ModelConfig
+    >>> spec = ModelSpec("m", 1, (), (), ModelConfig(devices=["cuda:0", "cpu"], instances=2))
+    >>> [actor_options(spec, i)["num_gpus"] for i in range(4)]
+    [0.5, 0.5, 0.0, 0.0]
+    """
     resources = spec.config.resources or Resources()
     num_gpus = resources.num_gpus
-    devices = spec.config.devices
-    if not num_gpus and isinstance(devices, tuple) and any(d != "cpu" for d in devices):
+    device = _device_of(spec, instance)
+    if device == "cpu":
+        num_gpus = 0.0
+    elif device is not None and not num_gpus:
         num_gpus = 1.0 / (spec.config.instances or 1)
     options: dict[str, Any] = {"num_cpus": resources.num_cpus, "num_gpus": num_gpus}
     if resources.memory is not None:
@@ -67,6 +80,17 @@ def actor_options(spec: ModelSpec) -> dict[str, Any]:
     if resources.custom:
         options["resources"] = dict(resources.custom)
     return options
+
+
+def _device_of(spec: ModelSpec, instance: int) -> str | None:
+    """The ``devices`` entry of an instance (``instances`` on each entry, in order; those started beyond them, by
+    autoscaling, go round again), ``"cuda"`` for ``devices`` not resolved yet; None without ``devices``."""
+    devices = spec.config.devices
+    if devices is None:
+        return None
+    if not isinstance(devices, tuple):
+        return "cuda"
+    return devices[(instance // (spec.config.instances or 1)) % len(devices)]
 
 
 @dataclass(eq=False)
@@ -101,7 +125,7 @@ class ActorPool:
 
         self._ray = ray
         self._remote = ray.remote(WorkerActor)
-        self._site, self._notify, self._fronts, self._transport = site, notify, fronts, transport
+        self._site, self._notify, self._transport = site, notify, transport
         self._prefix = prefix
         self._probe = write_probe(site.owner)
         self._groups: dict[tuple[str, int], _Group] = {}
@@ -110,19 +134,27 @@ class ActorPool:
         self._stopping = threading.Event()
         self._monitor = threading.Thread(target=self._watch, name="pybind_serve-ray", daemon=True)
         self._monitor.start()
-        self._scaling = threading.Thread(target=self._scale, name="pybind_serve-autoscale", daemon=True)
-        self._scaling.start()
+        self._sampler = Sampler(self, fronts, self._stopping)
+        self._sampler.start()
 
     # -- starting -----------------------------------------------------------------------------------------------
 
     def start(self, spec: ModelSpec, fn: Any) -> _Group:
         """Start a model version's actors (they say hello to the fronts once built). `StartupError` when no node
         of the cluster has what one instance asks for."""
-        options = actor_options(spec)
-        self._check_feasible(spec, options)
         autoscale = spec.config.autoscale
         count = spec.config.instances or (autoscale.min_instances if autoscale else spec.instance_count)
+        if spec.config.devices is not None:  # `instances` on each device
+            count = spec.instance_count
         functions = list(fn) if isinstance(fn, (list, tuple)) else [fn]
+        if isinstance(fn, (list, tuple)) and spec.config.devices is not None and len(functions) != count:
+            problem = f"{len(functions)} functions for {count} instances: give one per instance"  # "all": known now
+            raise ConfigurationError.collect(f"bind({spec.name!r})", [problem])
+        checked: list[dict[str, Any]] = []  # each kind of instance once (a share of a GPU, or none)
+        for options in (actor_options(spec, i) for i in range(count)):
+            if options not in checked:
+                checked.append(options)
+                self._check_feasible(spec, options)
         group = _Group(spec, functions, scaler=Scaler(autoscale) if autoscale else None)
         try:
             for _ in range(max(count, len(functions))):
@@ -154,7 +186,7 @@ class ActorPool:
             instance, group.started = group.started, group.started + 1
         n = next(self._ids)
         identity, tag = f"{self._prefix}-{n}:{spec.name}:{spec.version}", f"r{n}"
-        gpu = actor_options(spec)["num_gpus"] > 0
+        gpu = actor_options(spec, instance)["num_gpus"] > 0
         device = "cuda:0" if gpu else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES to the actor's GPUs
         context = WorkerContext(spec.name, spec.version, instance, device, device, tuple(t.name for t in spec.outputs))
         job = Job(
@@ -179,13 +211,29 @@ class ActorPool:
             self._probe,
             self._transport,
             tuple(sys.path),
+            site.replica_endpoints,
         )
         # Several calls at once: `run` holds one thread for as long as it serves; `stop` and `where` come beside it.
-        options = {**actor_options(spec), "max_restarts": 0, "max_concurrency": 4}
+        options = {**actor_options(spec, instance), "max_restarts": 0, "max_concurrency": 4}
         handle: Any = self._remote.options(**options).remote()
         return _Actor(identity, tag, instance, handle, handle.run.remote(plan, payload), handle.where.remote())
 
     # -- what Serve asks ----------------------------------------------------------------------------------------
+
+    def place(self, spec: ModelSpec) -> ModelSpec:
+        """``spec`` with its ``devices`` resolved against the Ray cluster's GPUs (`placement.resolve_on_cluster`),
+        not this host's: ``"all"`` is every GPU of the cluster, ``n`` or a list of ``"cuda:i"`` that many GPUs, which
+        Ray chooses. `StartupError` when the cluster has fewer (any, for ``"all"``), naming what its nodes have."""
+        devices = spec.config.devices
+        if devices is None:
+            return spec
+        gpus = float(self._ray.cluster_resources().get("GPU", 0))
+        nodes = [_visible(node.get("Resources", {})) for node in self._ray.nodes() if node.get("Alive")]
+        try:
+            resolved = resolve_on_cluster(devices, gpus, f"its {len(nodes)} live nodes have {nodes}", "the Ray cluster")
+        except StartupError as exc:
+            raise StartupError(f"{spec.label}: {exc}") from None
+        return replace(spec, config=replace(spec.config, devices=resolved))
 
     def group(self, name: str, version: int) -> _Group | None:
         return self._groups.get((name, version))
@@ -227,17 +275,18 @@ class ActorPool:
             groups = list(self._groups.values())
             self._groups.clear()
         self._stop(groups, timeout_s)
-        for thread in (self._monitor, self._scaling):
-            if thread is not threading.current_thread():
-                thread.join(timeout_s)
+        if self._monitor is not threading.current_thread():
+            self._monitor.join(timeout_s)
+        self._sampler.join(timeout_s)
         remove_segments_of(self._site.owner, "probe")
 
     def _stop(self, groups: Sequence[_Group], timeout_s: float) -> None:
         """Ask the actors to stop (each answers its batch in hand first), wait up to ``timeout_s``, then kill them
         all (a stopped actor would keep its resources)."""
-        self._stop_actors([actor for group in groups for actor in group.actors], timeout_s)
+        self.stop_actors([actor for group in groups for actor in group.actors], timeout_s)
 
-    def _stop_actors(self, actors: Sequence[_Actor], timeout_s: float) -> None:
+    def stop_actors(self, actors: Sequence[_Actor], timeout_s: float) -> None:
+        """Ask these actors to stop, wait up to ``timeout_s``, then kill them (they are out of the pool already)."""
         for actor in actors:
             actor.handle.stop.remote()
         if actors:
@@ -322,44 +371,53 @@ class ActorPool:
         except Exception:
             return False
 
-    def _scale(self) -> None:
-        """Every `SAMPLE_S`: each autoscaled model's queue, and its `Scaler`'s decision carried out."""
-        while not self._stopping.wait(SAMPLE_S):
-            with self._lock:
-                groups = [g for g in self._groups.values() if g.scaler is not None]
-            if not groups:
-                continue
-            try:
-                queues = self._fronts.queues()
-            except Exception as exc:  # a front restarting, or the server stopping: look again later
-                log.debug("could not read the queues: %s", exc)
-                continue
-            for group in groups:
-                self._scale_group(group, *queues.get((group.spec.name, group.spec.version), (0, 0)))
+    # -- what the sampling thread asks (scaling.Sampler) -----------------------------------------------------------
 
-    def _scale_group(self, group: _Group, queued: int, busy: int) -> None:
-        assert group.scaler is not None
+    def sampled(self) -> list[_Group]:
+        """The groups to look at the fronts for: those that autoscale or have an ``execution_timeout_s``."""
         with self._lock:
-            if self._stopping.is_set() or self._groups.get((group.spec.name, group.spec.version)) is not group:
+            return [g for g in self._groups.values() if g.scaler is not None or g.spec.config.execution_timeout_s]
+
+    def resize(self, group: _Group, decide: Callable[[int], int]) -> _Actor | None:
+        """Carry out ``decide(instances)`` (the instances running, starting or due to restart: how many to add or
+        remove), taken under the pool's lock: start as many more, or take the newest actor out of the pool to
+        drain and stop (from then on its end is not a death to repair; None: nothing to retire, e.g. its last)."""
+        with self._lock:
+            if not self._current(group):
+                return None
+            delta = decide(len(group.actors) + len(group.restarts_due))
+            for _ in range(max(delta, 0)):
+                group.actors.append(self._start_actor(group))
+            return group.actors.pop() if delta < 0 and len(group.actors) > 1 else None
+
+    def put_back(self, group: _Group, actor: _Actor) -> bool:
+        """Give a group back the actor `resize` took out (a front kept it: its model's last worker there); False
+        when the group was stopped meanwhile (the actor is then to be stopped)."""
+        with self._lock:
+            if not self._current(group):
+                return False
+            group.actors.append(actor)
+            return True
+
+    def _current(self, group: _Group) -> bool:
+        """Whether a group still serves (not stopped, nor replaced by a new bind); under the lock."""
+        return not self._stopping.is_set() and self._groups.get((group.spec.name, group.spec.version)) is group
+
+    def kill_overran(self, identity: str) -> None:
+        """A front says that this actor's batch passed its model's ``execution_timeout_s`` (it failed the batch and
+        let the actor go): kill it, tell every front it is gone, and start another, as for an actor that died
+        (with the same back-off while they keep dying, or overrunning, soon after their start). Nothing when it is
+        not one of ours any more (dead, replaced or stopped meanwhile)."""
+        with self._lock:
+            found = [(g, a) for g in self._groups.values() for a in g.actors if a.identity == identity]
+            if not found or self._stopping.is_set():
                 return
-            instances = len(group.actors) + len(group.restarts_due)
-            delta = group.scaler.decide(time.monotonic(), instances, queued, min(busy, instances))
-            if delta > 0:
-                log.info("%s: %d queued on %d instances: starting %d more", group.spec.label, queued, instances, delta)
-                for _ in range(delta):
-                    group.actors.append(self._start_actor(group))
-                return
-            if delta == 0 or len(group.actors) <= 1:
-                return
-            retiring = group.actors.pop()  # the newest; from now on its end is not a death to repair
-        drain_s = group.spec.config.execution_timeout_s or 30.0
-        if not self._fronts.drain(retiring.identity, drain_s):
-            with self._lock:  # a front had no other worker for the model: keep it
-                if self._groups.get((group.spec.name, group.spec.version)) is group:
-                    group.actors.append(retiring)
-                    return
-        log.info("%s: idle: %s drained and stopped (%d left)", group.spec.label, retiring.identity, len(group.actors))
-        self._stop_actors([retiring], STOP_GRACE_S)
+            group, actor = found[0]
+            group.actors.remove(actor)  # from now on its end is not a death to repair: this is its repair
+            delay = group.backoff.died(time.monotonic() - actor.started)
+            group.restarts_due.append((time.monotonic() + delay, actor.instance))
+        limit = group.spec.config.execution_timeout_s or 0.0
+        self._tell(group, actor, f"was killed: a batch passed execution_timeout_s={limit:g} s", delay, False)
 
     def _start_due(self) -> None:
         now = time.monotonic()

@@ -35,9 +35,10 @@ class Probe:
     nonce: str
 
 
-def write_probe(owner: str) -> Probe:
-    """Write the probe of a server (``owner``: its segment owner name); `remove_segments_of` removes it."""
-    probe = Probe(f"{segment_prefix(owner, 'probe')}0", secrets.token_hex(16))
+def write_probe(owner: str, tag: str = "probe") -> Probe:
+    """Write the probe of a server (``owner``: its segment owner name); `remove_segments_of` removes it (with
+    ``tag``: one of several probes)."""
+    probe = Probe(f"{segment_prefix(owner, tag)}0", secrets.token_hex(16))
     path = os.path.join(SHM_DIR, probe.name)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as file:

@@ -15,7 +15,10 @@ cancelled in the worker too, which stops the function once no request of the bat
 
 With ``execution_timeout_s``, a batch whose answer (for a decoupled model: whose next answer) does not come in
 time fails with `ExecutionTimeoutError`. A worker process is then killed (its supervisor starts a new one); a
-worker thread of the binding process cannot be, so it stops counting as ready until its late answer comes.
+worker its owner kills (a cluster backend's actor, whose hello says ``owner_kills``) is forgotten at once and
+listed in `Dispatcher.overran`, which the owner reads with the queues and acts on (it kills the actor, tells every
+front it is gone, and starts another); a worker thread of the binding process cannot be killed, so it stops
+counting as ready until its late answer comes.
 
 While traced requests are in flight (`trace_spans.Tracer.active`), a batch with any of them carries each request's
 ``traceparent`` (``trace``: None for those not traced); the worker then answers with its times (``times``), which
@@ -90,10 +93,13 @@ class _Worker:
     pid: int | None  # the worker's own process, which may be killed; None: a thread of the binding process
     slots: int = 1  # batches it takes at once (several: an async function, whose batches can be cancelled)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)  # one `_drive` per slot
-    waiting: set[asyncio.Task[None]] = field(default_factory=set)  # those waiting for a batch to send
+    # Its tasks waiting for a batch to send, and the batch being formed to wait at it (`_send_next_until_answered`):
+    # cancelled when it leaves, so that no batch is formed for it any more.
+    waiting: set[asyncio.Task[Any]] = field(default_factory=set)
     inflight: set[int] = field(default_factory=set)  # its batches sent and not yet answered
     compute_s: float = 0.0  # how long its batches took lately (a moving average of the answers' compute_us)
     inline: bool = False  # on another host: tensor bytes travel in the messages (`transport.inline`), not in shm
+    owner_kills: bool = False  # a cluster backend's worker: killed by its owner (see `Dispatcher.overran`)
 
 
 class Dispatcher:
@@ -107,6 +113,9 @@ class Dispatcher:
         self._inflight: dict[int, _Flight] = {}  # by batch id
         self._ids = itertools.count(1)
         self._sent = 0
+        # Workers that passed execution_timeout_s and that their owner is to kill (`owner_kills`); forgotten here
+        # already, each stays listed until the owner says it is gone (``worker_gone``).
+        self.overran: set[bytes] = set()
 
     @property
     def busy(self) -> bool:
@@ -129,11 +138,13 @@ class Dispatcher:
         pid: int | None = None,
         slots: int = 1,
         inline: bool = False,
+        owner_kills: bool = False,
     ) -> None:
         """A worker said hello: start feeding it batches of its model, ``slots`` at once (``inline``: it is on
-        another host, and gets the tensor bytes in the messages)."""
+        another host, and gets the tensor bytes in the messages; ``owner_kills``: its owner kills it when it
+        overruns ``execution_timeout_s``)."""
         self.remove(identity, "was replaced by a new worker of the same identity")
-        worker = _Worker(identity, entry, segments, pid, max(slots, 1), inline=inline)
+        worker = _Worker(identity, entry, segments, pid, max(slots, 1), inline=inline, owner_kills=owner_kills)
         loop = asyncio.get_running_loop()
         worker.tasks = [loop.create_task(self._drive(worker)) for _ in range(worker.slots)]
         self._workers[identity] = worker
@@ -307,23 +318,37 @@ class Dispatcher:
         following = self._launch_ready(worker)
         if following is not None:
             return following, await answer
+        if self._workers.get(worker.identity) is not worker:  # drained or gone meanwhile: no batch for it
+            return None, await answer
         forming = asyncio.ensure_future(worker.entry.scheduler.next_batch())
+        worker.waiting.add(forming)  # `drain` and `remove` cancel it
         try:
             await asyncio.wait({answer, forming}, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
             answer.cancel()
             forming.cancel()
             raise
+        finally:
+            worker.waiting.discard(forming)
         if forming.done() and not forming.cancelled() and forming.exception() is None:
             if self._workers.get(worker.identity) is worker:
                 following = self._launch(worker, forming.result())
-            else:
-                _fail(forming.result(), UnavailableError(f"{worker.entry.spec.label}: its worker is gone; retry"))
+            else:  # it left after the batch formed, before this task woke: the batch goes to another worker
+                self._hand_back(worker.entry, forming.result())
         else:
             forming.cancel()
             with contextlib.suppress(asyncio.CancelledError, InferenceError):
                 await forming
         return following, await answer
+
+    @staticmethod
+    def _hand_back(entry: ModelEntry, batch: list[Pending[Job]]) -> None:
+        """A batch formed for a worker that left before it was sent: back to the head of the queue, for another
+        worker (it never ran: not a retry); failed as the queue was if the model has no worker left here."""
+        if entry.workers:
+            entry.scheduler.requeue(batch, retried=False)
+        else:
+            _fail(batch, entry.not_ready())
 
     def _launch_ready(self, worker: _Worker) -> _Flight | None:
         if self._workers.get(worker.identity) is not worker:
@@ -397,7 +422,8 @@ class Dispatcher:
 
     async def _overran(self, worker: _Worker, flight: _Flight, timeout_s: float) -> None:
         """A batch passed ``execution_timeout_s``: fail its requests; kill a worker process (its supervisor
-        starts another), or, for a worker thread, take it out of the ready ones until its late answer comes."""
+        starts another), forget a worker its owner kills and list it in `overran` for the owner, or, for a worker
+        thread, take it out of the ready ones until its late answer comes."""
         label, limit = worker.entry.spec.label, f"execution_timeout_s={timeout_s:g} s"
         error = f"{label}: the function did not answer within {limit}"
         if worker.slots > 1:  # an async function's task: cancelled, while the worker's other batches go on
@@ -411,6 +437,13 @@ class Dispatcher:
             if self._workers.get(worker.identity) is worker:
                 self.remove(worker.identity, f"process (pid {worker.pid}) was killed: it passed {limit}")
                 _kill(worker.pid)
+            return
+        if worker.owner_kills:
+            _fail(flight.live, ExecutionTimeoutError(f"{error}; its instance was killed and is replaced"))
+            log.error("%s; its owner kills worker %s and starts another", error, worker.identity.decode())
+            if self._workers.get(worker.identity) is worker:
+                self.remove(worker.identity, f"was killed: it passed {limit}")
+                self.overran.add(worker.identity)
             return
         _fail(flight.live, ExecutionTimeoutError(f"{error}; the model is not ready until the function returns"))
         log.error("%s; it runs in the binding process, which cannot stop it: not ready until it returns", error)

@@ -345,7 +345,8 @@ class Front:
             )
             return
         pid = None if inline else frame.get("pid")  # a pid of another host is nothing to kill here
-        self.dispatcher.register(identity, entry, frame["segments"], pid, frame.get("slots", 1), inline)
+        owner_kills = bool(frame.get("owner_kills"))  # a cluster backend's worker: its owner kills it, not us
+        self.dispatcher.register(identity, entry, frame["segments"], pid, frame.get("slots", 1), inline, owner_kills)
 
     def _failed(self, identity: bytes, frame: dict[str, Any]) -> None:
         with contextlib.suppress(ModelNotFoundError):  # unloaded meanwhile
@@ -454,12 +455,21 @@ class Front:
         return {"snapshot": self.settings.snapshot()}
 
     async def _queues(self, _: dict[str, Any]) -> dict[str, Any]:
-        """Each model version's queue and busy workers: the autoscaling signal of a cluster backend."""
+        """Each model version's queue, busy workers and how long its oldest queued request has waited (ms): the
+        autoscaling signals of a cluster backend; and the workers its owner must kill (``overran``: they passed
+        ``execution_timeout_s``, and this front has already let them go)."""
+        now = time.monotonic()
         models = [
-            [e.spec.name, e.spec.version, e.scheduler.pending_count, self.dispatcher.busy_workers(e)]
+            [
+                e.spec.name,
+                e.spec.version,
+                e.scheduler.pending_count,
+                self.dispatcher.busy_workers(e),
+                round(e.scheduler.oldest_wait_s(now) * 1000),
+            ]
             for e in self.models.entries()
         ]
-        return {"models": models}
+        return {"models": models, "overran": sorted(i.decode() for i in self.dispatcher.overran)}
 
     async def _drain(self, frame: dict[str, Any]) -> dict[str, Any]:
         """A worker is scaled down: no new batches to it, those in flight answered first."""
@@ -467,6 +477,7 @@ class Front:
 
     async def _worker_gone(self, frame: dict[str, Any]) -> None:
         self.dispatcher.remove(frame["identity"].encode(), frame["why"], frame.get("retry", False))
+        self.dispatcher.overran.discard(frame["identity"].encode())  # its owner killed it
         if self.network is not None:
             self.network.workers.discard(frame["identity"].encode())
 

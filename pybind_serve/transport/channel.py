@@ -69,9 +69,10 @@ class WorkerChannel:
     go (`send`). A frame taken out of turn (a batch of another front, while one streams) can be put back with
     `defer`; `receive` hands deferred frames out first, in order.
 
-    ``inline``: the fronts are on another host (``tcp://`` endpoints), so tensor bytes travel in the messages
-    themselves (`inline`): a frame's ``buffers`` are sent as further parts, and received ones come as
-    ``frame["buffers"]``. ``curve``: the fronts' CurveZMQ public key and this worker's key pair (`network`).
+    ``inline``: which fronts are on another host (one flag for all, or one per endpoint): their endpoints are
+    ``tcp://`` ones, and tensor bytes travel in the messages themselves (`inline`): a frame's ``buffers`` are sent
+    as further parts, and received ones come as ``frame["buffers"]``. ``curve``: the fronts' CurveZMQ public key and
+    this worker's key pair (`network`), for the sockets of those fronts.
     """
 
     def __init__(
@@ -81,16 +82,18 @@ class WorkerChannel:
         identity: str,
         stop_fd: int,
         *,
-        inline: bool = False,
+        inline: bool | Sequence[bool] = False,
         curve: tuple[str, NetworkKeys] | None = None,
     ) -> None:
-        self.inline = inline
+        self.inline_fronts = [inline] * len(endpoints) if isinstance(inline, bool) else list(inline)
+        if len(self.inline_fronts) != len(endpoints):
+            raise ValueError(f"{len(endpoints)} endpoints but {len(self.inline_fronts)} inline flags")
         self.sockets: list[zmq.Socket[Any]] = []
-        for endpoint in endpoints:
+        for endpoint, remote in zip(endpoints, self.inline_fronts, strict=True):
             sock = context.socket(zmq.DEALER)
             sock.setsockopt(zmq.IDENTITY, identity.encode())
             sock.setsockopt(zmq.LINGER, 0)
-            if curve is not None:
+            if curve is not None and remote:
                 secure_client(sock, *curve)
             sock.connect(endpoint)
             self.sockets.append(sock)
@@ -100,14 +103,18 @@ class WorkerChannel:
         for sock in self.sockets:
             self._poller.register(sock, zmq.POLLIN)
         self._poller.register(stop_fd, zmq.POLLIN)
-        self._index = {sock: i for i, sock in enumerate(self.sockets)}
+
+    @property
+    def inline(self) -> bool:
+        """Whether every front is on another host (then this worker needs no shared memory of its own)."""
+        return all(self.inline_fronts)
 
     @property
     def fronts(self) -> int:
         return len(self.sockets)
 
     def send(self, frame: dict[str, Any], front: int = 0) -> None:
-        if self.inline:
+        if self.inline_fronts[front]:
             self.sockets[front].send_multipart(to_parts(frame), copy=False)
         else:
             self.sockets[front].send(encode(frame), copy=False)
@@ -130,10 +137,11 @@ class WorkerChannel:
             return self._deferred.popleft()
         while True:
             events = dict(self._poller.poll(timeout_ms))
-            for sock in self.sockets:
+            for front, sock in enumerate(self.sockets):
                 if sock in events:
-                    frame = parse_parts(sock.recv_multipart(copy=False)) if self.inline else decode(sock.recv())
-                    frame["front"] = self._index[sock]
+                    inline = self.inline_fronts[front]
+                    frame = parse_parts(sock.recv_multipart(copy=False)) if inline else decode(sock.recv())
+                    frame["front"] = front
                     return frame
             if events:
                 return None

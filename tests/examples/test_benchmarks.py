@@ -127,7 +127,15 @@ def test_startup_and_memory(smoke: tuple[dict[str, Any], Path, str]) -> None:
 # -- what a clone needs, and what a run writes ---------------------------------------------------------------
 
 # The other benchmarks (the suite is `parse`d): each takes --out, and says where it writes by default.
-OTHERS = ["fronts.py", "flask_migration.py", "shm_roundtrip.py", "gpu/resnet50.py", "ray_scale.py"]
+OTHERS = [
+    "fronts.py",
+    "flask_migration.py",
+    "shm_roundtrip.py",
+    "gpu/resnet50.py",
+    "ray_scale.py",
+    "ray_transfer.py",
+    "ray_serve_proxy.py",  # --help works without ray[serve]; a run exits saying it needs it
+]
 
 
 def ignored_by_git(path: Path) -> bool:
@@ -145,6 +153,24 @@ def test_results_go_to_an_ignored_folder_unless_asked() -> None:
         )
         assert done.returncode == 0, done.stderr
         assert "(default benchmarks/results/local, which git ignores)" in " ".join(done.stdout.split()), script
+
+
+def test_the_ray_serve_benchmark_says_what_it_lacks() -> None:
+    """Ray Serve's extras are no dependency of pybind_serve: without them ray_serve_proxy.py stops at once (no
+    cluster started), saying what to install, instead of failing in the middle of a run."""
+    probe = subprocess.run([sys.executable, "-c", "import ray.serve"], capture_output=True, timeout=60)
+    if probe.returncode == 0:
+        pytest.skip("ray[serve] is installed here: the script would run")
+    done = subprocess.run(
+        [sys.executable, "benchmarks/ray_serve_proxy.py", "--seconds", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "needs ray[serve] installed beside pybind_serve" in done.stderr
+    assert "PYTHONPATH=/tmp/rayserve-extra" in done.stderr
 
 
 def test_the_anchors_setup_is_in_the_repository() -> None:

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from pybind_serve import batch, sample
+from pybind_serve import batch, sample, worker_context
 
 
 def _node_id() -> str:
@@ -31,6 +31,32 @@ def slow_where(x):  # type: ignore[no-untyped-def]
     """Where it ran, after 20 ms: a batch is in flight long enough to be lost with its worker."""
     time.sleep(0.02)
     return {"where": np.full((len(x), 1), _node_id().encode(), dtype=object), "y": x + 1}
+
+
+@batch
+def slower_where(x):  # type: ignore[no-untyped-def]
+    """Where it ran, after 200 ms: a few clients keep a short queue that waits long."""
+    time.sleep(0.2)
+    return {"where": np.full((len(x), 1), _node_id().encode(), dtype=object), "y": x + 1}
+
+
+@batch
+def hangs_on_minus_one(x):  # type: ignore[no-untyped-def]
+    """Where it ran; a batch with a -1 in it sleeps 30 s first (past any execution_timeout_s of the tests)."""
+    if (x == -1).any():
+        time.sleep(30)
+    return {"where": np.full((len(x), 1), _node_id().encode(), dtype=object), "y": x + 1}
+
+
+@batch
+def gpu_where(x):  # type: ignore[no-untyped-def]
+    """Where it ran: its node, the GPUs Ray gave it (CUDA_VISIBLE_DEVICES), its device as `worker_context` says, and
+    its process; after 0.5 s, so that requests sent at once reach every instance. It computes on the CPU."""
+    time.sleep(0.5)
+    context = worker_context()
+    device = context.device if context is not None else "none"
+    where = f"{_node_id()} {os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')} {device} {os.getpid()}"
+    return {"where": np.full((len(x), 1), where.encode(), dtype=object), "y": x + 1}
 
 
 @batch

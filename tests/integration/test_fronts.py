@@ -13,9 +13,11 @@ import http.client
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from multiprocessing import resource_tracker
 from typing import Any
 
@@ -23,8 +25,10 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.utils.shared_memory as shm
+import zmq
 
 from pybind_serve import ModelConfig, Request, Serve, Tensor, batch
+from pybind_serve.transport.channel import ControlClient
 from tests.conftest import module_server, wait_until
 from tests.integration.conftest import WAIT_S, Gate
 
@@ -376,4 +380,72 @@ def test_batches_of_different_fronts_waiting_for_one_worker_run_as_one_call(make
         assert held.result(WAIT_S)[0] == 200 and [m.result(WAIT_S)[0] for m in more] == [200, 200]
     assert calls == [1, 2]
     for connection in [first, *others]:
+        connection.close()
+
+
+def _infer_tagged(connection: http.client.HTTPConnection, model: str, tag: float) -> tuple[int, Any]:
+    """Infer [tag, tag] + [10, 20]: the model tells requests apart by ``tag``."""
+    a = {"name": "a", "datatype": "FP32", "shape": [1, 2], "data": [tag, tag]}
+    b = {"name": "b", "datatype": "FP32", "shape": [1, 2], "data": [10.0, 20.0]}
+    return call(connection, "POST", f"/v2/models/{model}/infer", {"inputs": [a, b]})
+
+
+def _busy(control: ControlClient, model: str) -> int:
+    """How many of the model's workers have a batch in flight from a front (its ``queues`` answer)."""
+    reply = control.call("queues", WAIT_S)
+    return next(row[3] for row in reply["models"] if row[0] == model)
+
+
+def test_a_batch_formed_for_a_worker_being_drained_goes_to_another_worker(make_serve: Callable[..., Serve]) -> None:
+    """Two workers, two fronts, every request through front 0. A runs on worker X and B on worker Y; meanwhile
+    front 0 forms its next batch for X (X said it started A). X is drained (as autoscaling scales down): request C,
+    sent then, is run by Y once B is done, not failed with 503."""
+    ran: dict[float, str] = {}  # a request's tag -> the worker (thread) that ran it
+    entered = {tag: threading.Event() for tag in (1.0, 2.0, 3.0)}
+    release = threading.Event()
+
+    def hold(requests: list[Request]) -> list[dict[str, np.ndarray]]:
+        for request in requests:
+            tag = float(request["a"].flat[0])
+            ran[tag] = threading.current_thread().name.removeprefix("pybind_serve-")
+            entered[tag].set()
+            if tag != 3.0:
+                release.wait(WAIT_S)
+        return [{"sum": r["a"] + r["b"]} for r in requests]
+
+    server = make_serve(fronts=FRONTS)
+    server.bind("hold", [hold, hold], *ADD, config=ModelConfig(max_batch_size=1))  # two worker threads
+    server.run()
+    assert server._fronts is not None
+    pairs = [connections(server) for _ in range(3)]
+    ours = [pair[0] for pair in pairs]  # three connections to front 0
+    for pair in pairs:
+        pair[1].close()
+    context: zmq.Context[Any] = zmq.Context()
+    control = ControlClient(context, server._fronts.endpoints[0])
+    with ThreadPoolExecutor(4) as pool:
+        try:
+            a = pool.submit(_infer_tagged, ours[0], "hold", 1.0)
+            assert entered[1.0].wait(WAIT_S)
+            b = pool.submit(_infer_tagged, ours[1], "hold", 2.0)
+            assert entered[2.0].wait(WAIT_S)
+            x, y = ran[1.0], ran[2.0]
+            assert x != y
+            drain = partial(server._fronts.call_one, 0, "drain", WAIT_S + 5, identity=x, wait_s=WAIT_S)
+            drained = pool.submit(drain)
+            # The owner's line to front 0 waits for the drain's answer: ask on a line of our own meanwhile.
+            assert wait_until(lambda: _busy(control, "hold") == 1, WAIT_S), "front 0 did not take X out"
+            c = pool.submit(_infer_tagged, ours[2], "hold", 3.0)
+            wait_until(c.done, 1.0)  # before the fix: failed at once; now it waits at Y behind B
+        finally:
+            release.set()
+        assert a.result(WAIT_S)[0] == 200 and b.result(WAIT_S)[0] == 200
+        status, body = c.result(WAIT_S)
+        assert status == 200, body
+        assert body["outputs"][0]["data"] == [13.0, 23.0]
+        assert ran[3.0] == y
+        assert drained.result(WAIT_S)["drained"] is True
+    control.close()
+    context.term()
+    for connection in ours:
         connection.close()

@@ -232,6 +232,44 @@ def test_a_front_restarted_gets_its_ray_workers_back(cluster: cluster_utils.Clus
         assert {w["pid"] for w in backend.pool.where("m")} == actors
 
 
+def test_an_actor_past_its_execution_timeout_is_killed_and_replaced(cluster: cluster_utils.Cluster) -> None:
+    """A batch that hangs past execution_timeout_s=1 fails with 504 (as on one host), saying the instance was killed;
+    the owner's pool kills the actor and starts another, under a new identity, which serves the later requests."""
+    import httpx
+
+    backend = RayBackend(transport="tcp")
+    with serve_on(backend) as server:
+        config = ModelConfig(max_batch_size=1, execution_timeout_s=1.0, resources=Resources(num_cpus=0.25))
+        server.bind("hangs", ray_models.hangs_on_minus_one, *WHERE_IO, config=config)
+        server.run()
+        (before,) = backend.pool.where("hangs")
+        (doomed,) = backend.pool.actors("hangs")
+        url = f"{server.http_url}/v2/models/hangs/infer"
+
+        def infer(value: float) -> httpx.Response:
+            body = {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [value]}]}
+            return httpx.post(url, json=body, timeout=30.0)
+
+        assert infer(1.0).json()["outputs"][1]["data"] == [2.0]
+        started = time.monotonic()
+        hung = infer(-1.0)
+        assert hung.status_code == 504, hung.text
+        assert "execution_timeout_s=1 s; its instance was killed and is replaced" in hung.json()["error"]
+        assert time.monotonic() - started < 5
+
+        def replaced() -> bool:
+            where = backend.pool.where("hangs", timeout_s=2)
+            return len(where) == 1 and where[0]["pid"] != before["pid"]
+
+        assert wait_until(replaced, 30), backend.pool.where("hangs", timeout_s=2)
+        took = time.monotonic() - started
+        with pytest.raises(ray.exceptions.RayActorError):  # killed, not left to sleep out its 30 s
+            ray.get(doomed.where.remote(), timeout=10)
+        assert wait_until(server.is_ready, 30)
+        assert [infer(float(v)).json()["outputs"][1]["data"] for v in range(3)] == [[1.0], [2.0], [3.0]]
+        assert took < 20, f"the actor was replaced {took:.1f} s after the request"
+
+
 def test_a_resource_no_node_has_fails_bind_at_once(cluster: cluster_utils.Cluster) -> None:
     from pybind_serve import StartupError
 
@@ -242,6 +280,75 @@ def test_a_resource_no_node_has_fails_bind_at_once(cluster: cluster_utils.Cluste
         with pytest.raises(StartupError, match=r"no node of the Ray cluster has .*node_z"):
             server.bind("nowhere", ray_models.slow_where, *WHERE_IO, config=config)
         assert time.monotonic() - started < 5
+
+
+def test_devices_on_a_cluster_without_gpus_fail_with_what_it_has(cluster: cluster_utils.Cluster) -> None:
+    """With a Ray backend a model's devices are the cluster's GPUs, not this host's: bound before the server runs,
+    devices='all' is taken (the cluster is not known yet) and `run` fails; bound live, it fails at once. This cluster
+    has no GPU: never a silent CPU run, and the error names what its nodes have."""
+    from pybind_serve import StartupError
+
+    refused = r"asks for .*GPU.*, but the Ray cluster has 0 GPUs \(its 3 live nodes have \[\{.*'CPU': 1\.0"
+    server = serve_on(RayBackend())
+    server.bind("gpu", ray_models.gpu_where, *WHERE_IO, config=ModelConfig(devices="all"))
+    with pytest.raises(StartupError, match=refused):
+        server.run()
+    with serve_on(RayBackend()) as server:
+        server.run()
+        for devices in ("all", 1, ["cuda:0", "cpu"]):
+            with pytest.raises(StartupError, match=refused):
+                server.bind("gpu", ray_models.gpu_where, *WHERE_IO, config=ModelConfig(devices=devices))
+        assert server.is_ready()
+
+
+def infer_where(url: str) -> str:
+    client = httpclient.InferenceServerClient(url, network_timeout=30.0)
+    try:
+        x = httpclient.InferInput("x", [1, 1], "FP32")
+        x.set_data_from_numpy(np.ones((1, 1), np.float32))
+        return str(client.infer("gpu", [x]).as_numpy("where")[0, 0].decode())
+    finally:
+        client.close()
+
+
+def test_devices_all_runs_instances_on_every_gpu_of_the_cluster(cluster: cluster_utils.Cluster) -> None:
+    """A node that declares two GPUs to Ray joins the cluster (none is there: the model computes on the CPU), whose
+    other nodes and this host have none. devices='all', instances=2: two instances on each GPU of the cluster, four
+    actors of half a GPU each, all on that node; Ray sets each one's CUDA_VISIBLE_DEVICES (two on each GPU), and its
+    worker_context().device is cuda:0. The model's config says so; devices=3 fails bind, naming the 2 GPUs."""
+    import httpx
+
+    from pybind_serve import StartupError
+
+    gpu_node = cluster.add_node(**NODE, num_gpus=2, resources={"node_g": 1})
+    backend = RayBackend()
+    try:
+        with serve_on(backend) as server:
+            config = ModelConfig(max_batch_size=1, devices="all", instances=2, resources=Resources(num_cpus=0.25))
+            server.bind("gpu", ray_models.gpu_where, *WHERE_IO, config=config)
+            server.run()
+            node_g = node_ids()["node_g"]
+            where = backend.pool.where("gpu")
+            assert [w["node_id"] for w in where] == [node_g] * 4
+            url = server.http_url.removeprefix("http://")
+            seen: dict[str, tuple[str, str, str]] = {}  # pid -> (node, CUDA_VISIBLE_DEVICES, device)
+            with ThreadPoolExecutor(4) as pool:
+                for _ in range(5):  # four at once reach the four instances (each takes one at a time)
+                    for answer in pool.map(lambda _: infer_where(url), range(4)):
+                        node, visible, device, pid = answer.split()
+                        seen[pid] = (node, visible, device)
+                    if len(seen) == 4:
+                        break
+            assert set(seen) == {str(w["pid"]) for w in where}
+            assert {node for node, _, _ in seen.values()} == {node_g}
+            assert sorted(visible for _, visible, _ in seen.values()) == ["0", "0", "1", "1"]
+            assert {device for _, _, device in seen.values()} == {"cuda:0"}
+            document = httpx.get(f"{server.http_url}/v2/models/gpu/config", timeout=10).json()
+            assert document["instance_group"] == [{"name": "gpu_0", "kind": "KIND_GPU", "count": 2, "gpus": [0, 1]}]
+            with pytest.raises(StartupError, match=r"devices=3 asks for 3 GPUs, but the Ray cluster has 2 GPUs"):
+                server.bind("three", ray_models.gpu_where, *WHERE_IO, config=ModelConfig(devices=3))
+    finally:
+        cluster.remove_node(gpu_node)
 
 
 class Load:
@@ -318,6 +425,27 @@ def test_autoscaling_goes_up_under_a_burst_and_back_down_after(cluster: cluster_
             light.stop()
         for load in (burst, light):
             assert load.errors == [] and load.unanswered == 0, load.errors
+
+
+def test_autoscaling_on_queue_time_under_a_short_queue_of_slow_batches(cluster: cluster_utils.Cluster) -> None:
+    """Three clients of a model whose batch takes 200 ms keep two requests queued: never more than the four per
+    instance that the depth asks for, but the oldest of them has waited over 0.1 s (`queue_time_s`) at every look:
+    a second instance starts and serves."""
+    backend = RayBackend(transport="tcp")
+    with serve_on(backend) as server:
+        scale = Autoscale(max_instances=2, queue_per_instance=4, up_after_s=0.5, down_after_s=60.0, queue_time_s=0.1)
+        config = ModelConfig(max_batch_size=1, autoscale=scale, resources=Resources(num_cpus=0.25))
+        server.bind("m", ray_models.slower_where, *WHERE_IO, config=config)
+        server.run()
+        assert len(backend.pool.actors("m")) == 1
+        load = Load(server.http_url.removeprefix("http://"), "m", clients=3)
+        try:
+            assert wait_until(lambda: len(backend.pool.where("m", timeout_s=2)) == 2, 20), "it did not scale up"
+            served = load.ok
+            assert wait_until(lambda: load.ok > served + 20, 10)
+        finally:
+            load.stop()
+        assert load.errors == [] and load.unanswered == 0, load.errors
 
 
 def test_a_worker_actor_killed_mid_load(cluster: cluster_utils.Cluster) -> None:

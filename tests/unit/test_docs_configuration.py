@@ -30,6 +30,8 @@ SECTIONS: dict[str, list[Callable[..., Any]]] = {
     "Serve.bind": [pybind_serve.Serve.bind, pybind_serve.RemoteServe.bind],
     "Tensor": [pybind_serve.Tensor],
     "ModelConfig": [pybind_serve.ModelConfig],
+    "Autoscale": [pybind_serve.Autoscale],
+    "RayBackend": [pybind_serve.RayBackend],
     "DynamicBatcher": [pybind_serve.DynamicBatcher],
     "QueuePolicy": [pybind_serve.QueuePolicy],
     "Warmup": [pybind_serve.Warmup],

@@ -9,6 +9,7 @@ import contextlib
 import os
 import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -192,3 +193,32 @@ def test_without_ray_the_backend_says_what_to_install(monkeypatch: pytest.Monkey
         RayBackend(transport="udp")
     with pytest.raises(ConfigurationError, match="backend must be a worker backend"):
         Serve(backend="ray")  # type: ignore[arg-type]
+
+
+def test_node_fronts_options_are_checked() -> None:
+    from pybind_serve import RayBackend
+
+    with pytest.raises(ConfigurationError, match="node_fronts"):
+        RayBackend(node_fronts="all")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="node_ports"):
+        RayBackend(node_ports={"https": 0})
+    with pytest.raises(ConfigurationError, match=r"node_ports\['http'\]"):
+        RayBackend(node_ports={"http": 70000})
+    assert "node_fronts=('a',)" in repr(RayBackend(node_fronts=["a"]))
+    assert RayBackend(node_ports={"grpc": None}).node_ports == {"grpc": None}
+
+
+def test_a_worker_channel_mixes_local_and_network_fronts() -> None:
+    """One flag per front: the ipc ones carry descriptors, the tcp ones the bytes too (and take CurveZMQ)."""
+    context: zmq.Context[Any] = zmq.Context()
+    read, write = os.pipe()
+    try:
+        channel = WorkerChannel(context, ["inproc://a", "inproc://b"], "w", read, inline=[False, True])
+        assert channel.inline_fronts == [False, True] and not channel.inline
+        channel.close()
+        with pytest.raises(ValueError, match="2 endpoints but 1 inline flags"):
+            WorkerChannel(context, ["inproc://a", "inproc://b"], "w", read, inline=[True])
+    finally:
+        os.close(read)
+        os.close(write)
+        context.term()

@@ -1,6 +1,7 @@
-"""Device placement: the GPUs a process sees, `ModelConfig(devices=...)` checked and resolved, the plan of a
-model's workers (which one gets which ``CUDA_VISIBLE_DEVICES``) and Triton's ``instance_group`` for it. No GPU
-is needed: the visible GPUs are given."""
+"""Device placement: the GPUs a process sees, `ModelConfig(devices=...)` checked and resolved (against this host's
+GPUs, or a cluster's count of them), the plan of a model's workers (which one gets which ``CUDA_VISIBLE_DEVICES``),
+a cluster instance's share of a GPU, and Triton's ``instance_group`` for it. No GPU (and no Ray) is needed: the
+visible GPUs are given."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from typing import Any
 
 import pytest
 
-from pybind_serve import ConfigurationError, ModelConfig
-from pybind_serve.placement import instance_groups, plan, resolve_devices, visible_gpus
+from pybind_serve import ConfigurationError, ModelConfig, Resources, StartupError
+from pybind_serve.cluster.pool import actor_options
+from pybind_serve.placement import instance_groups, plan, resolve_devices, resolve_on_cluster, visible_gpus
+from pybind_serve.spec import ModelSpec
 
 
 @pytest.mark.parametrize(
@@ -76,6 +79,54 @@ def test_devices_resolve_against_the_visible_gpus(devices: Any, gpus: list[str],
 def test_asking_for_gpus_the_host_lacks_is_a_configuration_error(devices: Any, gpus: list[str], problem: str) -> None:
     with pytest.raises(ConfigurationError, match=problem):
         resolve_devices(devices, gpus)
+
+
+@pytest.mark.parametrize(
+    ("devices", "gpus", "resolved"),
+    [("all", 3.0, ("cuda:0", "cuda:1", "cuda:2")), ("all", 2.9999999999, ("cuda:0", "cuda:1", "cuda:2")),
+     ("all", 1.5, ("cuda:0",)), (2, 4.0, ("cuda:0", "cuda:1")), (("cuda:5", "cpu"), 1.0, ("cuda:0", "cpu")),
+     (("cpu", "cuda:1", "cuda:0"), 2.0, ("cpu", "cuda:0", "cuda:1")), (("cpu",), 0.0, ("cpu",))],
+)  # fmt: skip
+def test_devices_on_a_cluster_are_as_many_of_its_gpus(devices: Any, gpus: float, resolved: tuple[str, ...]) -> None:
+    """Which GPU is the cluster scheduler's choice: only how many counts, numbered in the model's own order."""
+    assert resolve_on_cluster(devices, gpus) == resolved
+
+
+@pytest.mark.parametrize(
+    ("devices", "gpus", "problem"),
+    [
+        ("all", 0.0, r"devices='all' asks for GPUs, but the Ray cluster has 0 GPUs \(its nodes: CPU 3\)"),
+        ("all", 0.5, "devices='all' asks for GPUs, but the Ray cluster has 0 GPUs"),
+        (3, 2.0, "devices=3 asks for 3 GPUs, but the Ray cluster has 2 GPUs"),
+        (("cuda:0", "cpu", "cuda:1"), 1.0, r"devices=\['cuda:0', 'cpu', 'cuda:1'\] asks for 2 GPUs, but .* has 1 GPU "),
+    ],
+)
+def test_asking_a_cluster_for_more_gpus_than_it_has_fails(devices: Any, gpus: float, problem: str) -> None:
+    with pytest.raises(StartupError, match=problem):
+        resolve_on_cluster(devices, gpus, "its nodes: CPU 3", "the Ray cluster")
+
+
+def test_each_instance_on_a_cluster_asks_for_its_share_of_a_gpu_or_none() -> None:
+    """``instances`` on each device, in order: 1/instances of a GPU on a GPU entry, none on a "cpu" entry (even
+    with num_gpus given); those autoscaling adds beyond go round the devices again."""
+
+    def shares(config: ModelConfig, count: int) -> list[float]:
+        spec = ModelSpec("m", 1, (), (), config)
+        return [actor_options(spec, instance)["num_gpus"] for instance in range(count)]
+
+    assert shares(ModelConfig(devices=("cuda:0", "cpu", "cuda:1"), instances=2), 8) == [
+        0.5,
+        0.5,
+        0,
+        0,
+        0.5,
+        0.5,
+        0.5,
+        0.5,
+    ]
+    assert shares(ModelConfig(devices=("cpu", "cuda:0"), resources=Resources(num_gpus=0.25)), 2) == [0, 0.25]
+    assert shares(ModelConfig(devices="all", instances=4), 1) == [0.25]  # not resolved yet: a GPU model
+    assert shares(ModelConfig(instances=2), 2) == [0, 0]
 
 
 def test_each_gpu_worker_sees_only_its_gpu_as_cuda_0() -> None:

@@ -341,6 +341,31 @@ def test_delay_timeout_moves_the_request_behind_its_level(run: Runner) -> None:
     run(scenario())
 
 
+def test_the_oldest_queued_request_s_wait_over_levels_cancels_and_requeues(run: Runner) -> None:
+    """`oldest_wait_s` (the autoscaling signal `Autoscale.queue_time_s`): from the request queued longest, on any
+    level, whatever left the queue out of order; a request put back keeps its wait; 0 once none is queued."""
+
+    async def scenario() -> None:
+        s = scheduler(max_batch_size=1, priority_levels=2)
+        assert s.oldest_wait_s(time.monotonic()) == 0.0
+        a = s.submit("a", rows=1, key="k", priority=2)
+        b, _ = submit_all(s, "bc", priority=1)
+        later = a.enqueued + 3.0
+        assert s.oldest_wait_s(later) == pytest.approx(3.0)  # the lower level's request came first
+        assert s.oldest_wait_s(a.enqueued - 1.0) == 0.0  # never negative
+        b.cancel()
+        assert await soon(take(s)) == "c"
+        assert s.oldest_wait_s(later) == pytest.approx(3.0)
+        batch = await soon(s.next_batch())
+        assert [p.payload for p in batch] == ["a"] and s.oldest_wait_s(later) == 0.0
+        s.requeue(batch)  # its worker was lost: it waits again, from when it first came
+        assert s.oldest_wait_s(later) == pytest.approx(3.0)
+        d = s.submit("d", rows=1, key="k", priority=1)
+        assert s.oldest_wait_s(d.enqueued + 1.0) == pytest.approx(d.enqueued + 1.0 - a.enqueued)
+
+    run(scenario())
+
+
 # --- cancel, concurrency, close --------------------------------------------------------------------------
 
 
