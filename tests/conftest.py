@@ -10,6 +10,11 @@ from typing import Any
 
 import pytest
 
+# Ray's nodes and drivers on loopback only. Ray reads this once, when it is first imported, which may be while any
+# test module is collected: so here, before all of them (else a cluster's driver takes the host's outward address
+# and cannot reach the nodes started on loopback).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 from pybind_serve import Serve
 
 SHM = "/dev/shm"

@@ -6,6 +6,7 @@ not installed."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -19,7 +20,10 @@ from tests.conftest import wait_until
 
 from .test_benchmarks import MARKER, ROOT, orphaned_segments, processes_marked
 
-pytest.importorskip("ray", reason="Ray is not installed (pip install 'pybind_serve[ray]')")
+# Not imported here: the script runs in a process of its own.
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install 'pybind_serve[ray]')"
+)
 
 PATHS = [
     "ZeroMQ TCP, plain",

@@ -21,8 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-# Ray's nodes and this driver on loopback only (Ray would otherwise take the host's outward address).
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# tests/conftest.py keeps Ray's nodes and this driver on loopback (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0).
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'pybind_serve[ray]')")
 cluster_utils = pytest.importorskip("ray.cluster_utils")
 httpclient = pytest.importorskip("tritonclient.http")
