@@ -150,6 +150,12 @@ class NodeFronts:
                 member.node_id[:12],
                 *(member.ports.get(k) for k in ("http", "grpc", "metrics")),
             )
+        if self.members and self._plan.host in ("127.0.0.1", "::1", "localhost"):
+            log.warning(
+                "the front replicas listen on %s of their nodes: only clients on those nodes reach them; "
+                "Serve(host='0.0.0.0') for clients of other hosts",
+                self._plan.host,
+            )
         self._started = True
         self._watcher.start()
         return self.members
