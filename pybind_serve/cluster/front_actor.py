@@ -27,7 +27,6 @@ import zmq
 from ..fronts import Fronts
 from ..transport.network import FrontNetwork, NetworkKeys
 from ..transport.shm import new_owner, remove_segments_of
-from .same_host import Probe, shares_host
 
 __all__ = ["FrontActor", "FrontPlan"]
 
@@ -35,14 +34,12 @@ __all__ = ["FrontActor", "FrontPlan"]
 @dataclass(frozen=True)
 class FrontPlan:
     """What a front replica needs: the front's options (as `Serve` gives its own fronts, less what belongs to the
-    owner's host), where to listen, and whether to start at all on a node that shares the owner's host."""
+    owner's host), where to listen, and time limits."""
 
     options: dict[str, Any]
     host: str  # where clients connect (the `Serve`'s ``host``)
     ports: dict[str, int | None]  # "http", "grpc", "metrics": the same as the owner's, or 0 for any free one
     keys: NetworkKeys | None  # the fronts' CurveZMQ keys (None: the network transport is not encrypted)
-    probe: Probe  # the owner's host: a node that sees it gets no replica unless ``always``
-    always: bool  # start even on a node that shares the owner's host (nodes named one by one)
     startup_timeout_s: float
     stop_timeout_s: float
     network_endpoint: str | None = None  # a replacement binds its predecessor's (the workers reconnect to it)
@@ -60,13 +57,10 @@ class FrontActor:
         self._stopped = False
         self._changed = threading.Condition()
 
-    def start(self, plan: FrontPlan) -> dict[str, Any] | None:
-        """Start the front; where it listens (``ports``, ``network_endpoint``, ``node_id``, ``pid``), or None
-        when this node shares the owner's host (its fronts serve it already)."""
+    def start(self, plan: FrontPlan) -> dict[str, Any]:
+        """Start the front; where it listens (``ports``, ``network_endpoint``, ``node_id``, ``node_ip``, ``pid``)."""
         import ray  # in a Ray worker process, it is there
 
-        if not plan.always and shares_host(plan.probe, []):
-            return None
         node_ip = ray.util.get_node_ip_address()
         self._lifeline = os.pipe()
         self._context = zmq.Context()

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import StartupError
-from ..transport.network import FrontNetwork
 from ..transport.shm import remove_segments_of
 from .front_actor import FrontActor, FrontPlan
 from .same_host import shares_host, write_probe
@@ -52,14 +51,14 @@ class NodeFront:
     restarts_seen: int = 0
     restarted: bool = False  # its front process was restarted: the models must be loaded into it again
     watching: Any = None  # ray.ObjectRef of the pending `watch` call
-    _ray: Any = field(default=None, repr=False)
+    ray: Any = field(default=None, repr=False)  # the ray module, for its calls
 
     def call(self, op: str, timeout_s: float, **fields: Any) -> dict[str, Any]:
         """A control call to the replica's front; `StartupError` if it refuses, is gone, or does not answer."""
         if self.lost:
             raise StartupError(f"the front replica on node {self.node_ip} is gone with its node")
         try:
-            reply = self._ray.get(self.handle.call.remote(op, timeout_s, fields), timeout=timeout_s + CALL_MARGIN_S)
+            reply = self.ray.get(self.handle.call.remote(op, timeout_s, fields), timeout=timeout_s + CALL_MARGIN_S)
         except Exception as exc:
             cause = getattr(exc, "cause", None) or exc
             raise StartupError(f"the front replica on node {self.node_ip} did not take {op!r}: {cause}") from None
@@ -97,48 +96,19 @@ class NodeFronts:
         self._nodes = nodes
         self._watcher = threading.Thread(target=self._watch, name="pybind_serve-node-fronts", daemon=True)
 
-    @classmethod
-    def plan(
-        cls,
-        options: dict[str, Any],
-        host: str,
-        ports: dict[str, int | None],
-        network: FrontNetwork,
-        owner: str,
-        always: bool,
-        startup_timeout_s: float,
-        stop_timeout_s: float,
-    ) -> FrontPlan:
-        """The plan every replica starts from (`FrontPlan`), with the owner's host probe written."""
-        return FrontPlan(
-            options,
-            host,
-            ports,
-            network.keys,
-            write_probe(owner, PROBE_TAG),
-            always,
-            startup_timeout_s,
-            stop_timeout_s,
-        )
-
     def start(self) -> list[NodeFront]:
         """Start a replica on each chosen node (in parallel); those that share the owner's host are skipped unless
         named. `StartupError` if one cannot start (the others are stopped)."""
         nodes = self._chosen_nodes()
-        if not self._plan.always:  # a task on each node (Ray's pooled workers: quick) says which share this host
-            probe = self._ray.remote(shares_host)
-            checks = [
-                probe.options(num_cpus=0, scheduling_strategy=_on(n["NodeID"])).remote(self._plan.probe, ())
-                for n in nodes
-            ]
+        if self._nodes is True:  # a task on each node (Ray's pooled workers: quick) says which share this host
+            probe, shares = write_probe(self._owner, PROBE_TAG), self._ray.remote(shares_host)
+            checks = [shares.options(num_cpus=0, scheduling_strategy=_on(n["NodeID"])).remote(probe, ()) for n in nodes]
             shared = self._ray.get(checks, timeout=self._plan.startup_timeout_s + CALL_MARGIN_S)
             nodes = [node for node, same in zip(nodes, shared, strict=True) if not same]
         pending = [(node, self._launch(node["NodeID"], self._plan)) for node in nodes]
         try:
             for node, (handle, ref) in pending:
-                member = self._started_member(handle, ref, node["NodeID"], self._plan)
-                if member is not None:
-                    self.members.append(member)
+                self.members.append(self._started_member(handle, ref, node["NodeID"], self._plan))
         except BaseException:
             for _, (handle, _) in pending:
                 self._kill(handle)
@@ -186,21 +156,23 @@ class NodeFronts:
         ).remote()
         return handle, handle.start.remote(plan)
 
-    def _started_member(self, handle: Any, ref: Any, node_id: str, plan: FrontPlan) -> NodeFront | None:
+    def _started_member(self, handle: Any, ref: Any, node_id: str, plan: FrontPlan) -> NodeFront:
         try:
             info = self._ray.get(ref, timeout=plan.startup_timeout_s + CALL_MARGIN_S)
         except Exception as exc:
             self._kill(handle)
             cause = getattr(exc, "cause", None) or exc
             raise StartupError(f"the front replica on node {node_id[:12]} could not start: {cause}") from None
-        if info is None:  # it shares the owner's host
-            self._kill(handle)
-            return None
-        member = NodeFront(
-            handle, plan, info["node_id"], info["node_ip"], info["ports"], info["network_endpoint"], info["pid"]
+        return NodeFront(
+            handle,
+            plan,
+            info["node_id"],
+            info["node_ip"],
+            info["ports"],
+            info["network_endpoint"],
+            info["pid"],
+            ray=self._ray,
         )
-        member._ray = self._ray
-        return member
 
     # -- watching -----------------------------------------------------------------------------------------------
 
@@ -241,7 +213,7 @@ class NodeFronts:
             return
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         log.error("the front replica on node %s died (%s); starting it again", member.node_ip, first_line)
-        plan = replace(member.plan, ports=dict(member.ports), network_endpoint=member.network_endpoint, always=True)
+        plan = replace(member.plan, ports=dict(member.ports), network_endpoint=member.network_endpoint)
         try:
             handle, ref = self._launch(member.node_id, plan)
             fresh = self._started_member(handle, ref, member.node_id, plan)
@@ -249,7 +221,6 @@ class NodeFronts:
             member.lost = True
             log.error("the front replica on node %s could not start again: %s", member.node_ip, exc)
             return
-        assert fresh is not None
         with self._lock:
             member.handle, member.pid, member.plan = fresh.handle, fresh.pid, plan
             member.restarts_seen, member.restarted = 0, True

@@ -23,6 +23,7 @@ from ..backend import FrontCalls, FrontSite, Notify, WorkerSite
 from ..errors import ConfigurationError, StartupError
 from ..transport.network import FrontNetwork, new_keys
 from .actor import TRANSPORTS
+from .front_actor import FrontPlan
 from .node_fronts import NodeFronts
 from .pool import ActorPool
 
@@ -129,16 +130,8 @@ class RayBackend:
         import ray
 
         ports = {**site.ports, **self.node_ports}
-        plan = NodeFronts.plan(
-            site.options,
-            site.host,
-            ports,
-            site.network,
-            site.owner,
-            always=not isinstance(self.node_fronts, bool),
-            startup_timeout_s=site.startup_timeout_s,
-            stop_timeout_s=site.stop_timeout_s,
-        )
+        keys = site.network.keys
+        plan = FrontPlan(site.options, site.host, ports, keys, site.startup_timeout_s, site.stop_timeout_s)
         self._replicas = NodeFronts(ray, self.node_fronts, plan, site.owner)
         self._replicas.start()
         return self._replicas

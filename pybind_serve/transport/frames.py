@@ -43,7 +43,7 @@ import numpy as np
 from ..dtypes import deserialize_bytes, serialize_bytes
 from .shm import Arena, Block, SegmentMap
 
-__all__ = ["block_of", "decode", "encode", "read_group", "write_group"]
+__all__ = ["block_of", "decode", "encode", "fill", "little_endian", "read_group", "write_group"]
 
 _OBJECT = "|O"
 _dumps = json.JSONEncoder(
@@ -60,17 +60,14 @@ def decode(data: bytes) -> dict[str, Any]:
     return frame
 
 
-def write_group(arena: Arena, arrays: list[np.ndarray]) -> dict[str, Any]:
-    """Copy arrays of one dtype (one per request) into one block; return the descriptor. An item that is not a
-    numpy array but has ``shape``, ``dtype``, ``size`` and ``copy_into(out)`` (a tensor on a GPU) copies itself
-    into its place."""
-    dtype = arrays[0].dtype
-    if dtype.kind in "OSU":
-        return _write_bytes(arena, arrays)
-    dtype = dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
-    total = sum(a.size for a in arrays) * dtype.itemsize
-    block = arena.allocate(total)
-    flat = np.frombuffer(arena.view(block), dtype=dtype, count=total // dtype.itemsize)
+def little_endian(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    """The dtype tensors travel as: a big-endian one as its little-endian twin (KServe v2's byte order)."""
+    return dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
+
+
+def fill(flat: np.ndarray, arrays: list[Any]) -> None:
+    """Copy ``arrays`` one after the other into the 1-D ``flat``; an item with ``copy_into(out)`` (a tensor on a
+    GPU) copies itself into its place."""
     start = 0
     for array in arrays:
         end = start + array.size
@@ -81,6 +78,19 @@ def write_group(arena: Arena, arrays: list[np.ndarray]) -> dict[str, Any]:
         else:
             copy_into(place)
         start = end
+
+
+def write_group(arena: Arena, arrays: list[np.ndarray]) -> dict[str, Any]:
+    """Copy arrays of one dtype (one per request) into one block; return the descriptor. An item that is not a
+    numpy array but has ``shape``, ``dtype``, ``size`` and ``copy_into(out)`` (a tensor on a GPU) copies itself
+    into its place."""
+    dtype = arrays[0].dtype
+    if dtype.kind in "OSU":
+        return _write_bytes(arena, arrays)
+    dtype = little_endian(dtype)
+    total = sum(a.size for a in arrays) * dtype.itemsize
+    block = arena.allocate(total)
+    fill(np.frombuffer(arena.view(block), dtype=dtype, count=total // dtype.itemsize), arrays)
     shapes = [list(a.shape) for a in arrays]
     return {"block": [block.segment, block.offset, block.nbytes], "dtype": dtype.str, "shapes": shapes}
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..dtypes import deserialize_bytes, serialize_bytes
-from .frames import read_group
+from .frames import fill, little_endian, read_group
 from .shm import SegmentMap
 
 __all__ = ["is_inline", "pack_group", "read_any", "shm_blocks", "unpack_group"]
@@ -46,22 +46,13 @@ def pack_group(arrays: list[np.ndarray], buffers: list[Any]) -> dict[str, Any]:
         encoded = [serialize_bytes(a) for a in arrays]
         buffers.append(b"".join(encoded))
         return {"part": len(buffers) - 1, "dtype": _OBJECT, "shapes": shapes, "sizes": [len(e) for e in encoded]}
-    dtype = dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
+    dtype = little_endian(dtype)
     first = arrays[0]
     if len(arrays) == 1 and isinstance(first, np.ndarray) and first.flags.c_contiguous and first.dtype == dtype:
         data: Any = first
     else:
         data = np.empty(sum(a.size for a in arrays), dtype=dtype)
-        start = 0
-        for array in arrays:
-            end = start + array.size
-            place = data[start:end].reshape(array.shape)
-            copy_into = getattr(array, "copy_into", None)
-            if copy_into is None:
-                place[...] = array
-            else:
-                copy_into(place)
-            start = end
+        fill(data, arrays)
     buffers.append(memoryview(data).cast("B") if data.size else b"")
     return {"part": len(buffers) - 1, "dtype": dtype.str, "shapes": shapes}
 

@@ -52,6 +52,14 @@ PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 
 yaml = pytest.importorskip("yaml", reason="PyYAML comes with the test extra (yamllint, kubernetes-validate)")
 
+# The main example's request (add_sub: a + b and a - b), as a client that speaks plain JSON sends it.
+ADD_SUB_BODY = {
+    "inputs": [
+        {"name": "a", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]},
+        {"name": "b", "datatype": "FP32", "shape": [1, 2], "data": [3, 4]},
+    ]
+}
+
 
 def yaml_documents(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
@@ -200,13 +208,7 @@ def test_image_command_runs_as_in_a_container(tmp_path: Path) -> None:
     with running([*NAMESPACES, "sh", "-c", inside], log, {**os.environ, "TMPDIR": str(temp)}) as process:
         assert wait_until(lambda: healthy() or process.poll() is not None, 60, 0.2), log.read_text()
         assert process.poll() is None, f"the container exited {process.returncode}:\n{log.read_text()}"
-        body = {
-            "inputs": [
-                {"name": "a", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]},
-                {"name": "b", "datatype": "FP32", "shape": [1, 2], "data": [3, 4]},
-            ]
-        }
-        response = httpx.post(f"http://127.0.0.1:{http_port}/v2/models/add_sub/infer", json=body, timeout=30)
+        response = httpx.post(f"http://127.0.0.1:{http_port}/v2/models/add_sub/infer", json=ADD_SUB_BODY, timeout=30)
         assert response.status_code == 200, response.text
         assert [output["data"] for output in response.json()["outputs"]] == [[4.0, 6.0], [-2.0, -2.0]]
         metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30)
@@ -259,13 +261,7 @@ def test_docker_image_builds_and_serves(tmp_path: Path) -> None:
             port = run("port", container, "8000").splitlines()[0].rsplit(":", 1)[1]
             status = ["inspect", "-f", "{{.State.Health.Status}}", container]
             assert wait_until(lambda: run(*status) == "healthy", 120, 1), run("logs", container)
-            body = {
-                "inputs": [
-                    {"name": "a", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]},
-                    {"name": "b", "datatype": "FP32", "shape": [1, 2], "data": [3, 4]},
-                ]
-            }
-            response = httpx.post(f"http://127.0.0.1:{port}/v2/models/add_sub/infer", json=body, timeout=30)
+            response = httpx.post(f"http://127.0.0.1:{port}/v2/models/add_sub/infer", json=ADD_SUB_BODY, timeout=30)
             assert response.status_code == 200, response.text
             run("stop", container, timeout=60)
             assert run("inspect", "-f", "{{.State.ExitCode}}", container) == "0", run("logs", container)
@@ -453,13 +449,7 @@ def exported_metrics(monkeypatch: pytest.MonkeyPatch) -> tuple[set[str], set[str
         )
         serve.run()
         url = f"{serve.http_url}/v2/models/add_sub/infer"
-        body = {
-            "inputs": [
-                {"name": "a", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]},
-                {"name": "b", "datatype": "FP32", "shape": [1, 2], "data": [3, 4]},
-            ]
-        }
-        assert [httpx.post(url, json=body, timeout=30).status_code for _ in range(2)] == [200, 200]  # miss, hit
+        assert [httpx.post(url, json=ADD_SUB_BODY, timeout=30).status_code for _ in range(2)] == [200, 200]  # miss, hit
         assert httpx.post(url, json={"inputs": []}, timeout=30).status_code == 400  # a failure
         assert serve.metrics_url is not None
         text += httpx.get(serve.metrics_url, timeout=30).text

@@ -18,7 +18,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -31,6 +30,7 @@ import pytest
 
 from tests.conftest import descendants_of, wait_until
 from tests.examples.docs_blocks import blocks
+from tests.examples.test_examples import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "cli.md"
@@ -46,17 +46,6 @@ def command_line() -> list[str]:
     """The console script next to this interpreter (what ``pip install`` made), else ``python -m pybind_serve``."""
     script = Path(sys.executable).parent / "pybind-serve"
     return [str(script)] if script.exists() else [sys.executable, "-m", "pybind_serve"]
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 # -- matching what a command printed against what the page shows ------------------------------------------------
